@@ -1,0 +1,68 @@
+"""``python -m autograder``: release the curriculum, grade a class."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from autograder import grade as grading
+from autograder import release as releasing
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    rel = commands.add_parser("release", help="regenerate curriculum/ from solutions/")
+    rel.add_argument("--check", action="store_true",
+                     help="change nothing; exit 1 if curriculum/ differs from a fresh release")
+
+    g = commands.add_parser("grade", help="grade every submission of one assignment")
+    g.add_argument("assignment", help="an assignment folder of solutions/, e.g. 01_numpy")
+    g.add_argument("submissions", type=Path,
+                   help="<student>/<assignment>/<notebook>.ipynb (nbgrader) or "
+                        "<student>--<notebook>.ipynb (flat)")
+    g.add_argument("--out", type=Path, required=True,
+                   help="where grades.csv, feedback/ and grading.log go")
+    g.add_argument("--gradebook", type=Path, default=None,
+                   help="an nbgrader sqlite gradebook (default: the course's gradebook.db)")
+    g.add_argument("--workers", type=int, default=None,
+                   help="notebooks graded at once (default: the number of CPUs)")
+    g.add_argument("--timeout", type=float, default=grading.DEFAULT_TIMEOUT_S,
+                   help="seconds one notebook may run (default: %(default)s)")
+    g.add_argument("--memory-mb", type=int, default=grading.DEFAULT_MEMORY_MB,
+                   help="memory one notebook may use, in MB (default: %(default)s)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "release":
+        if args.check:
+            problems = releasing.drift()
+            print("\n".join(problems) or "curriculum/ is in sync with solutions/")
+            return 1 if problems else 0
+        stamped = releasing.release()
+        for path in stamped:
+            print(f"restamped badges/set-up cell: {path}")
+        print("curriculum/ regenerated from solutions/")
+        return 0
+    if args.workers is not None and args.workers < 1:
+        print("error: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.timeout <= 0 or args.memory_mb <= 0:
+        print("error: --timeout and --memory-mb must be positive", file=sys.stderr)
+        return 2
+    rows = grading.grade(
+        args.assignment, args.submissions, args.out, gradebook=args.gradebook,
+        workers=args.workers, timeout=args.timeout, memory_mb=args.memory_mb,
+        progress=not args.quiet,
+    )
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.status] = counts.get(row.status, 0) + 1
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    print(f"{len(rows)} notebooks: {summary}. Grades: {args.out / 'grades.csv'}")
+    return 0

@@ -1,0 +1,362 @@
+"""Grade a class: every submission of one assignment through nbgrader's autograde.
+
+What this adds to nbgrader, in the order a run does it:
+
+1. the gradebook learns the assignment from ``solutions/`` (generate_assignment);
+2. submissions are found in any supported layout (:mod:`autograder.submissions`), read
+   safely, and their stripped nbgrader metadata is restored (:mod:`autograder.restore`);
+3. each (student, notebook) is graded in its own process and folder under ``OUT/.work``,
+   with a wall-clock and a memory limit (:mod:`autograder.job`), several at a time;
+4. every notebook gets a row in ``OUT/grades.csv`` with a status and a human message, and
+   every graded notebook a feedback page in ``OUT/feedback/<student>/``.
+
+Submitted files are only read. Nothing is written outside OUT and the gradebook.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+
+import nbformat
+import psutil
+from sqlalchemy.exc import SAWarning
+
+from autograder import restore, submissions
+from autograder.course import (
+    CURRICULUM,
+    DEFAULT_GRADEBOOK,
+    ROOT,
+    SOLUTIONS,
+    course_config,
+    nbgrader_environment,
+    notebooks,
+)
+
+DEFAULT_TIMEOUT_S = 300
+DEFAULT_MEMORY_MB = 3072
+JOB_START_ALLOWANCE_S = 30  # nbgrader's own start-up and feedback, on top of the notebook's time
+STATUSES = ("graded", "metadata_restored", "missing", "malformed", "unknown_notebook",
+            "timeout", "memory_exceeded", "crashed")
+
+
+@dataclass
+class Row:
+    student: str
+    assignment: str
+    notebook: str
+    score: float
+    max_score: float
+    status: str
+    message: str
+
+
+@dataclass
+class Job:
+    student: str
+    notebook: str
+    folder: Path
+    note: str = ""  # what preparing the file already had to say
+
+
+def _scores(gradebook_url: str, assignment: str, student: str, notebook: str) -> tuple[float, float]:
+    """Auto-graded points (the test cells' scores) of one submitted notebook, from the gradebook."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(gradebook_url) as gb:
+        nb = gb.find_submission_notebook(notebook, assignment, student)
+        solution_cells = {c.name for c in nb.notebook.solution_cells}
+        tests = [g for g in nb.grades if g.cell.cell_type == "code" and g.name not in solution_cells]
+        return (float(sum(g.auto_score or 0 for g in tests)),
+                float(sum(g.max_score for g in tests)))
+
+
+def _max_score(gradebook_url: str, assignment: str, notebook: str) -> float:
+    from nbgrader.api import Gradebook
+
+    with Gradebook(gradebook_url) as gb:
+        nb = gb.find_notebook(notebook, assignment)
+        solution_cells = {c.name for c in nb.solution_cells}
+        return float(sum(c.max_score for c in nb.grade_cells
+                         if c.cell_type == "code" and c.name not in solution_cells))
+
+
+def _zero(gradebook_url: str, assignment: str, student: str, notebook: str) -> None:
+    """Record zero for a notebook that could not be run, so the gradebook agrees with the CSV."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(gradebook_url) as gb:
+        nb = gb.find_submission_notebook(notebook, assignment, student)
+        for grade in nb.grades:
+            grade.auto_score = 0
+            grade.needs_manual_grade = False
+        gb.db.commit()
+
+
+def _register(gradebook_url: str, work: Path, assignment: str, students: list[str]) -> None:
+    """Put the assignment (from solutions/) and every student's submission into the gradebook.
+
+    Doing it once, before the parallel jobs start, keeps them from racing to create rows.
+    """
+    from nbgrader.api import Gradebook
+    from nbgrader.converters import GenerateAssignment
+    from nbgrader.coursedir import CourseDirectory
+
+    (work / "generate").mkdir()
+    config = course_config(
+        CourseDirectory={"root": str(work / "generate"), "source_directory": str(SOLUTIONS),
+                         "release_directory": str(work / "generate" / "release"),
+                         "db_url": gradebook_url, "assignment_id": assignment},
+        GenerateAssignment={"force": True},
+    )
+    with nbgrader_environment():
+        converter = GenerateAssignment(coursedir=CourseDirectory(config=config), config=config)
+        converter.log.setLevel(logging.ERROR)
+        converter.start()
+    with Gradebook(gradebook_url) as gb, warnings.catch_warnings():
+        # nbgrader's own session use makes SQLAlchemy warn here; the rows are written all the same
+        warnings.simplefilter("ignore", category=SAWarning)
+        for student in students:
+            gb.update_or_create_student(student)
+            gb.update_or_create_submission(assignment, student)
+
+
+def tree_rss(process: psutil.Process) -> int:
+    """Resident memory of a process and all its descendants, in bytes (0 once it is gone)."""
+    total = 0
+    try:
+        for p in [process, *process.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+    except psutil.Error:
+        pass
+    return total
+
+
+def _run_job(job: Job, assignment: str, gradebook_url: str, timeout: float,
+             memory_mb: int) -> tuple[str, str]:
+    """Run one job's process under the limits; returns (outcome, detail)."""
+    spec = {"root": str(job.folder), "assignment": assignment, "student": job.student,
+            "notebook": job.notebook, "db_url": gradebook_url, "timeout": int(timeout)}
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env.setdefault("MPLBACKEND", "Agg")
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    log_path = job.folder / "job.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "autograder.job", json.dumps(spec)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=job.folder, env=env,
+            start_new_session=True,
+        )
+        watched = psutil.Process(process.pid)
+        deadline = time.monotonic() + timeout + JOB_START_ALLOWANCE_S
+        outcome, peak = "", 0
+        while process.poll() is None:
+            peak = max(peak, tree_rss(watched))
+            if peak > memory_mb * 2**20:
+                outcome = "memory_exceeded"
+            elif time.monotonic() > deadline:
+                outcome = "timeout"
+            if outcome:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                process.wait()
+                break
+            time.sleep(0.2)
+    tail = log_path.read_text(errors="replace")[-2000:]
+    if outcome:
+        return outcome, f"peak {peak / 2**20:.0f} MB"
+    if process.returncode != 0:
+        return "crashed", tail
+    return "done", tail
+
+
+def _execution_errors(autograded: Path) -> tuple[bool, bool]:
+    """(a cell hit the time limit, the kernel died) in an autograded notebook."""
+    text = autograded.read_text(errors="replace") if autograded.exists() else ""
+    return "CellTimeoutError" in text, "DeadKernelError" in text or "Kernel died" in text
+
+
+def grade(
+    assignment: str,
+    submitted: Path,
+    out: Path,
+    *,
+    gradebook: Path | None = None,
+    workers: int | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    memory_mb: int = DEFAULT_MEMORY_MB,
+    progress: bool = True,
+) -> list[Row]:
+    known = notebooks(assignment)
+    releases = {nb: CURRICULUM / assignment / f"{nb}.ipynb" for nb in known}
+    for path in releases.values():
+        if not path.exists():
+            raise SystemExit(f"error: {path} is missing: run `make release` first")
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / ".work"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir()
+    gradebook_url = f"sqlite:///{Path(gradebook or DEFAULT_GRADEBOOK).resolve()}"
+    workers = max(1, workers or os.cpu_count() or 1)
+    log = _logger(out / "grading.log")
+
+    files = submissions.find(Path(submitted), assignment, known)
+    students = sorted({f.student for f in files})
+    log.info("%d files from %d students for %s", len(files), len(students), assignment)
+    _register(gradebook_url, work, assignment, students)
+    max_scores = {nb: _max_score(gradebook_url, assignment, nb) for nb in known}
+
+    rows: list[Row] = []
+    by_pair: dict[tuple[str, str], list[submissions.Submitted]] = defaultdict(list)
+    for f in files:
+        if f.notebook is None:
+            rows.append(Row(f.student, assignment, Path(f.original_name).stem, 0.0, 0.0,
+                            "unknown_notebook",
+                            f"{f.original_name} matches no notebook of {assignment} "
+                            f"(expected one of: {', '.join(known)}); not graded"))
+        else:
+            by_pair[(f.student, f.notebook)].append(f)
+
+    release_nbs = {nb: nbformat.read(path, as_version=4) for nb, path in releases.items()}
+    prepared: dict[str, dict[str, nbformat.NotebookNode]] = defaultdict(dict)
+    notes: dict[tuple[str, str], str] = {}
+    for student in students:
+        for nb in known:
+            candidates = by_pair.get((student, nb), [])
+            if not candidates:
+                rows.append(Row(student, assignment, nb, 0.0, max_scores[nb], "missing",
+                                f"no {nb}.ipynb was handed in"))
+                _zero(gradebook_url, assignment, student, nb)
+                continue
+            chosen = min(candidates, key=lambda f: (f.original_name != f"{nb}.ipynb",
+                                                    -f.path.stat().st_mtime, f.original_name))
+            note = [] if chosen.original_name == f"{nb}.ipynb" else [
+                f"graded {chosen.original_name} as {nb}.ipynb"]
+            if len(candidates) > 1:
+                others = ", ".join(sorted(f.original_name for f in candidates if f is not chosen))
+                note.append(f"also handed in and ignored: {others}")
+            try:
+                result = restore.restore(restore.read(chosen.path), release_nbs[nb])
+            except (restore.Malformed, restore.CannotRestore) as error:
+                rows.append(Row(student, assignment, nb, 0.0, max_scores[nb], "malformed",
+                                "; ".join([*note, str(error)])))
+                _zero(gradebook_url, assignment, student, nb)
+                continue
+            if result.restored:
+                note.append(f"nbgrader metadata was missing from {len(result.restored)} cells "
+                            "and was restored from the release notebook")
+            prepared[student][nb] = result.notebook
+            notes[(student, nb)] = "; ".join(note)
+
+    jobs = []
+    for student, nbs in prepared.items():
+        for nb in nbs:
+            folder = work / "jobs" / f"{len(jobs):05d}"
+            target = folder / "submitted" / student / assignment
+            target.mkdir(parents=True)
+            (folder / "source" / assignment).mkdir(parents=True)
+            # every notebook of the student goes in, so nbgrader does not zero the others
+            for name, notebook in nbs.items():
+                nbformat.write(notebook, target / f"{name}.ipynb")
+            jobs.append(Job(student, nb, folder, notes[(student, nb)]))
+
+    def run(job: Job) -> Row:
+        outcome, detail = _run_job(job, assignment, gradebook_url, timeout, memory_mb)
+        autograded = job.folder / "autograded" / job.student / assignment / f"{job.notebook}.ipynb"
+        hit_time_limit, kernel_died = _execution_errors(autograded)
+        messages = [job.note] if job.note else []
+        if outcome in ("timeout", "memory_exceeded", "crashed"):
+            _zero(gradebook_url, assignment, job.student, job.notebook)
+            limit = {"timeout": f"stopped after the {timeout:g} s limit",
+                     "memory_exceeded": f"stopped above the {memory_mb} MB memory limit ({detail})",
+                     "crashed": "the grader failed on this notebook: "
+                                + detail.strip().splitlines()[-1] if detail.strip() else ""}
+            messages.append(limit[outcome])
+            log.warning("%s/%s: %s\n%s", job.student, job.notebook, outcome, detail)
+            return Row(job.student, assignment, job.notebook, 0.0, max_scores[job.notebook],
+                       outcome, "; ".join(m for m in messages if m))
+        score, maximum = _scores(gradebook_url, assignment, job.student, job.notebook)
+        status = "metadata_restored" if "metadata was missing" in job.note else "graded"
+        if hit_time_limit:
+            status = "timeout"
+            messages.append(f"a cell ran past the {timeout:g} s limit and was stopped")
+        elif kernel_died:
+            status = "crashed"
+            messages.append("the kernel died while running the notebook")
+        feedback = job.folder / "feedback" / job.student / assignment / f"{job.notebook}.html"
+        if feedback.exists():
+            target = out / "feedback" / job.student / f"{job.notebook}.html"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(feedback, target)
+        log.info("%s/%s: %s %g/%g", job.student, job.notebook, status, score, maximum)
+        return Row(job.student, assignment, job.notebook, score, maximum, status,
+                   "; ".join(messages))
+
+    bar = _progress(len(jobs), progress)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for row in pool.map(run, jobs):
+            rows.append(row)
+            bar.update(1)
+    bar.close()
+
+    rows.sort(key=lambda r: (r.student, r.notebook, r.status))
+    write_csv(rows, out / "grades.csv")
+    shutil.rmtree(work, ignore_errors=True)
+    log.info("wrote %s", out / "grades.csv")
+    return rows
+
+
+def write_csv(rows: list[Row], path: Path) -> None:
+    """grades.csv, written whole to a temporary file and then renamed (never half-written)."""
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([f.name for f in fields(Row)])
+        for row in rows:
+            values = list(astuple(row))
+            values[3], values[4] = f"{row.score:g}", f"{row.max_score:g}"
+            writer.writerow(values)
+    tmp.replace(path)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _logger(path: Path) -> logging.Logger:
+    log = logging.getLogger(f"autograder.run.{path}")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+    handler = logging.FileHandler(path, mode="w")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    return log
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="grading", unit="notebook", disable=not enabled or None)
