@@ -230,7 +230,7 @@ def grade(
     by_pair: dict[tuple[str, str], list[submissions.Submitted]] = defaultdict(list)
     for f in files:
         if f.notebook is None:
-            rows.append(Row(f.student, assignment, Path(f.original_name).stem, 0.0, 0.0,
+            rows.append(Row(f.student, assignment, submissions.notebook_name(f.original_name), 0.0, 0.0,
                             "unknown_notebook",
                             f"{f.original_name} matches no notebook of {assignment} "
                             f"(expected one of: {', '.join(known)}); not graded"))

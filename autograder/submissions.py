@@ -34,7 +34,7 @@ class Submitted:
     student: str
     notebook: str | None
     path: Path
-    original_name: str
+    original_name: str  # the file's name as handed in, less the student prefix of a flat folder
 
 
 def _match(name: str, known: list[str]) -> str | None:
@@ -66,5 +66,5 @@ def find(submissions: Path, assignment: str, known: list[str]) -> list[Submitted
                     f"<student>/{assignment}/<notebook>.ipynb."
                 )
             found.append(Submitted(student.strip(), _match(notebook_name(rest), known),
-                                   path, path.name))
+                                   path, rest))
     return found

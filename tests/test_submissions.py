@@ -1,0 +1,100 @@
+"""Finding and reading submissions, and restoring stripped nbgrader metadata (no execution)."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from autograder import restore, submissions
+from autograder.course import assignments, notebooks
+from grading_helpers import answered, grade_id, release, strip_metadata
+
+
+@pytest.mark.parametrize("filename, expected", [
+    ("start.ipynb", "start"),
+    ("Copy of start.ipynb", "start"),
+    ("Copy of Copy of start.ipynb", "start"),
+    ("start (1).ipynb", "start"),
+    ("Copy of start (12) (2).ipynb", "start"),
+    ("01_arrays.ipynb", "01_arrays"),
+])
+def test_names_map_back_to_the_release(filename, expected):
+    assert submissions.notebook_name(filename) == expected
+
+
+def test_both_layouts(tmp_path):
+    (tmp_path / "a" / "ann" / "00_start").mkdir(parents=True)
+    (tmp_path / "a" / "ann" / "00_start" / "Copy of start.ipynb").write_text("{}")
+    found = submissions.find(tmp_path / "a", "00_start", ["start"])
+    assert [(f.student, f.notebook) for f in found] == [("ann", "start")]
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "ann--start (1).ipynb").write_text("{}")
+    (tmp_path / "b" / "bo--other.ipynb").write_text("{}")
+    found = submissions.find(tmp_path / "b", "00_start", ["start"])
+    assert [(f.student, f.notebook) for f in found] == [("ann", "start"), ("bo", None)]
+    (tmp_path / "b" / "nobody.ipynb").write_text("{}")
+    with pytest.raises(SystemExit, match="cannot tell whose file 'nobody.ipynb' is"):
+        submissions.find(tmp_path / "b", "00_start", ["start"])
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"", "empty"),
+    (b"\xff\xfe\x00garbage", "not text"),
+    (b'{"cells": [', "not valid JSON"),
+    (b'["a", "list"]', "not a Jupyter notebook"),
+    (b'{"hello": 1}', "not a Jupyter notebook"),
+])
+def test_malformed_files_say_why(tmp_path, content, reason):
+    path = tmp_path / "x.ipynb"
+    path.write_bytes(content)
+    with pytest.raises(restore.Malformed, match=reason):
+        restore.read(path)
+
+
+def test_an_old_nbformat_is_converted(tmp_path):
+    v3 = {"nbformat": 3, "nbformat_minor": 0, "metadata": {}, "worksheets": [{"cells": [
+        {"cell_type": "code", "input": "x = 1", "outputs": [], "language": "python",
+         "metadata": {}}]}]}
+    path = tmp_path / "old.ipynb"
+    path.write_text(json.dumps(v3))
+    nb = restore.read(path)
+    assert nb.nbformat == 4 and nb.cells[0].source == "x = 1"
+
+
+PAIRS = [(a, n) for a in assignments() for n in notebooks(a)]
+
+
+@pytest.mark.parametrize("assignment, name", PAIRS)
+def test_stripped_metadata_comes_back_cell_for_cell(assignment, name):
+    rel = release(assignment, name)
+    submitted = answered(assignment, name)
+    result = restore.restore(strip_metadata(submitted), rel)
+    wanted = [grade_id(c) for c in rel.cells if grade_id(c)]
+    assert result.restored == sorted(wanted)
+    for mine, theirs in zip(result.notebook.cells, submitted.cells, strict=True):
+        assert mine.source == theirs.source
+        assert mine.metadata.get("nbgrader") == theirs.metadata.get("nbgrader")
+
+
+@pytest.mark.parametrize("assignment, name", PAIRS)
+def test_restore_survives_added_cells_and_refuses_deleted_ones(assignment, name):
+    rel = release(assignment, name)
+    nb = strip_metadata(answered(assignment, name))
+    scratch = nbformat.v4.new_code_cell("print('my own experiment')")
+    nb.cells.insert(3, scratch)
+    result = restore.restore(nb, rel)
+    assert grade_id(result.notebook.cells[3]) is None, "a student's own cell gets no metadata"
+    exercise_at = [i for i, c in enumerate(rel.cells)
+                   if c.metadata.get("nbgrader", {}).get("solution")]
+    del nb.cells[exercise_at[-1] + 1:]  # the notebook ends before its last exercise
+    with pytest.raises(restore.CannotRestore, match="cannot be graded"):
+        restore.restore(nb, rel)
+
+
+def test_kept_metadata_is_left_alone():
+    assignment = assignments()[0]
+    name = notebooks(assignment)[0]
+    result = restore.restore(answered(assignment, name), release(assignment, name))
+    assert result.restored == []
