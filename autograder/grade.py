@@ -155,6 +155,7 @@ def _run_job(job: Job, assignment: str, gradebook_url: str, timeout: float,
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env.setdefault("MPLBACKEND", "Agg")
+    env["GRADSCHOOL_DATA_DIR"] = str(job.folder.parent.parent / "data")  # the run's own cache, in OUT
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     log_path = job.folder / "job.log"
     with open(log_path, "wb") as log:
