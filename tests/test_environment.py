@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
@@ -87,3 +90,15 @@ def test_a_second_make_reuses_the_environment():
     assert make("-q", "env").returncode == 0, "make would rebuild an environment that is up to date"
     plan = make("-n", "-W", "requirements.txt", "env").stdout
     assert "pip install" in plan, "a changed requirements.txt must reinstall"
+
+
+def test_nbgrader_extensions_are_enabled():
+    jupyter = str(Path(sys.executable).parent / "jupyter")
+    lab = subprocess.run([jupyter, "labextension", "list"], capture_output=True, text=True, timeout=120)
+    listing = lab.stdout + lab.stderr
+    assert re.search(r"@jupyter/nbgrader v0\.9\.\d+ \S*enabled", listing), listing
+    server = subprocess.run([jupyter, "server", "extension", "list"], capture_output=True, text=True,
+                            timeout=120)
+    for extension in ("formgrader", "validate_assignment", "assignment_list"):
+        assert re.search(rf"nbgrader\.server_extensions\.{extension} \S*enabled",
+                         server.stdout + server.stderr), f"{extension} is not enabled"
