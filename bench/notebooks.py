@@ -6,6 +6,7 @@ peak resident memory of the notebook's kernel and everything it starts, sampled 
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -46,7 +47,7 @@ def measure(path: Path) -> tuple[float, float]:
     watcher.start()
     start = time.perf_counter()
     try:
-        client.execute()
+        client.execute(stderr=subprocess.DEVNULL)  # the kernel's own start-up chatter
     finally:
         seconds = time.perf_counter() - start
         done.set()
