@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -11,6 +12,10 @@ from conftest import CURRICULUM, SOLUTION_NOTEBOOKS, SOLUTIONS, notebook_id
 from gradschool import runtime
 
 RELEASE_NOTEBOOKS = sorted(CURRICULUM.glob("*/*.ipynb"))
+SOLUTION_REGION = re.compile(r"^([ \t]*)### BEGIN SOLUTION\n.*?^[ \t]*### END SOLUTION[ \t]*$", re.S | re.M)
+HIDDEN_REGION = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS\n.*?^[ \t]*### END HIDDEN TESTS[ \t]*\n?",
+                           re.S | re.M)
+STUB = r"\1# YOUR CODE HERE\n\1raise NotImplementedError()"
 GIVEAWAYS = ("### BEGIN SOLUTION", "### END SOLUTION", "### BEGIN HIDDEN TESTS",
              "### END HIDDEN TESTS")
 
@@ -44,14 +49,15 @@ def test_release_holds_no_solution_and_no_hidden_test(path):
         text = "".join(cell["source"])
         for marker in GIVEAWAYS:
             assert marker not in text, f"{path}: {marker!r} is in the release"
-        meta = cell["metadata"].get("nbgrader", {})
-        if meta.get("solution"):
+        if cell["metadata"].get("nbgrader", {}).get("solution"):
             original = "".join(solution_cells[cell["id"]]["source"])
-            body = original.split("### BEGIN SOLUTION")[1].split("### END SOLUTION")[0]
-            for line in filter(None, (ln.strip() for ln in body.splitlines())):
-                assert line not in text or line.startswith("#"), (
-                    f"{path}: solution line {line!r} leaked into the release")
+            assert text == SOLUTION_REGION.sub(STUB, original), (
+                f"{path}: exercise {cell['id']} is not its solution cell with the solution cut out")
             assert "raise NotImplementedError()" in text
+        elif cell["metadata"].get("nbgrader", {}).get("grade"):
+            original = "".join(solution_cells[cell["id"]]["source"])
+            assert text == HIDDEN_REGION.sub("", original).rstrip(), (
+                f"{path}: test {cell['id']} is not its solution twin with the hidden tests cut out")
 
 
 @pytest.mark.parametrize("path", SOLUTION_NOTEBOOKS, ids=notebook_id)
