@@ -103,3 +103,10 @@ def test_explicit_generators_not_global_seeds(notebook):
     code = "\n".join(c["text"] for c in nb["cells"] if c["cell_type"] == "code")
     assert not re.search(r"np\.random\.seed\(|random\.seed\(", code), (
         f"{path}: use np.random.default_rng(seed), not a global seed")
+
+
+@pytest.mark.parametrize("path", SOLUTION_NOTEBOOKS, ids=notebook_id)
+def test_the_readme_course_map_lists_it(path):
+    readme = (path.parents[2] / "README.md").read_text()
+    assert f"| `{path.parent.name}/{path.stem}` |" in readme, (
+        f"README.md's course map has no row for {path.parent.name}/{path.stem}")
