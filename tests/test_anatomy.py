@@ -110,3 +110,19 @@ def test_the_readme_course_map_lists_it(path):
     readme = (path.parents[2] / "README.md").read_text()
     assert f"| `{path.parent.name}/{path.stem}` |" in readme, (
         f"README.md's course map has no row for {path.parent.name}/{path.stem}")
+
+
+# 01_arrays teaches NumPy itself and says so; every later Part 1 notebook computes through rt.xp.
+@pytest.mark.parametrize("path", [p for p in SOLUTION_NOTEBOOKS
+                                  if p.parent.name.startswith("01_") and p.stem != "01_arrays"],
+                         ids=notebook_id)
+def test_part1_array_code_goes_through_the_device_switch(path):
+    """Part 1 writes NumPy through `xp = rt.xp`, so the same cells run on CuPy on a GPU."""
+    nb = load(path)
+    exercises = [c["text"] for c in nb["cells"] if is_exercise(c)]
+    assert any("xp = rt.xp" in c["text"] for c in nb["cells"] if c["cell_type"] == "code")
+    for text in exercises:
+        body = text.split("### BEGIN SOLUTION")[1]
+        # dtypes and index helpers are fine from NumPy; computing on arrays goes through xp
+        assert not re.search(r"\bnp\.(?!float|int|uint|bool|dtype|ndindex|newaxis)", body), (
+            f"{path}: an exercise's solution computes with np. instead of xp.")
