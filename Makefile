@@ -14,13 +14,14 @@ ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 JOBS ?= auto
 NBGRADER_SERVER_EXTENSIONS := $(addprefix nbgrader.server_extensions.,formgrader validate_assignment assignment_list course_list)
 
-.PHONY: lab test test-fast release check-release grade bench lint env clean-env help
+.PHONY: lab test test-fast release export check-release grade bench lint env clean-env help
 
 help:
 	@echo "make lab         open JupyterLab on curriculum/ (creates the environment first)"
 	@echo "make test        run the whole suite (creates the environment first)"
 	@echo "make test-fast   everything except executing notebooks"
-	@echo "make release     regenerate curriculum/ from solutions/"
+	@echo "make release     regenerate curriculum/ (and gradschool/engine/) from solutions/"
+	@echo "make export      regenerate gradschool/engine/ from solutions/02_engine/"
 	@echo "make grade A=01_numpy S=path/to/submissions OUT=out/01_numpy"
 	@echo "make bench       time and memory of every solution notebook"
 	@echo "make lint        ruff"
@@ -47,6 +48,9 @@ test-fast: $(READY)
 
 release: $(READY)
 	$(BIN)/python -m autograder release
+
+export: $(READY)
+	$(BIN)/python -m autograder export
 
 check-release: $(READY)
 	$(BIN)/python -m autograder release --check

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from autograder import export as exporting
 from autograder import grade as grading
 from autograder import release as releasing
 
@@ -17,6 +18,10 @@ def _parser() -> argparse.ArgumentParser:
     rel = commands.add_parser("release", help="regenerate curriculum/ from solutions/")
     rel.add_argument("--check", action="store_true",
                      help="change nothing; exit 1 if curriculum/ differs from a fresh release")
+
+    exp = commands.add_parser("export", help="write gradschool/engine/ from solutions/02_engine/")
+    exp.add_argument("--check", action="store_true",
+                     help="change nothing; exit 1 if an engine module differs from its notebook")
 
     g = commands.add_parser("grade", help="grade every submission of one assignment")
     g.add_argument("assignment", help="an assignment folder of solutions/, e.g. 01_numpy")
@@ -39,11 +44,21 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "export":
+        if args.check:
+            problems = exporting.drift()
+            print("\n".join(problems) or "gradschool/engine/ is in sync with its notebooks")
+            return 1 if problems else 0
+        for path in exporting.export():
+            print(f"exported {path}")
+        return 0
     if args.command == "release":
         if args.check:
             problems = releasing.drift()
             print("\n".join(problems) or "curriculum/ is in sync with solutions/")
             return 1 if problems else 0
+        for path in exporting.export():
+            print(f"exported {path}")
         stamped = releasing.release()
         for path in stamped:
             print(f"restamped badges/set-up cell: {path}")

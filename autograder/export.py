@@ -1,0 +1,97 @@
+"""Export ``gradschool/engine/`` from the solution notebooks of Part 2: the engine's one source.
+
+A notebook that builds part of the engine names its module in its metadata::
+
+    "gradschool": {"export": "gradschool/engine/tensor.py", "doc": "What the module is, and why."}
+
+and marks the cells that belong to it with ``# export`` as their first line. Those cells are
+copied into the module in notebook order, less the ``# export`` line and nbgrader's solution
+markers (the solution stays: the reference engine *is* the solution). Top-level imports are
+gathered at the top. ``make release`` runs this, and a test fails when a module differs
+from what its notebook exports, so the engine's code lives once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+
+from autograder.course import ROOT, SOLUTIONS
+
+EXPORT_MARK = "# export"
+SOLUTION_MARKS = {"### BEGIN SOLUTION", "### END SOLUTION"}
+
+
+def exporting_notebooks() -> list[Path]:
+    """The solution notebooks that export a module, in course order."""
+    return [p for p in sorted(SOLUTIONS.glob("*/*.ipynb"))
+            if nbformat.read(p, as_version=4).metadata.get("gradschool", {}).get("export")]
+
+
+def module_source(notebook: Path) -> tuple[Path, str]:
+    """(target file, its text) for one exporting notebook."""
+    nb = nbformat.read(notebook, as_version=4)
+    settings = nb.metadata["gradschool"]
+    target = ROOT / settings["export"]
+    imports: list[str] = []
+    blocks: list[str] = []
+    for cell in nb.cells:
+        lines = cell.source.splitlines()
+        if cell.cell_type != "code" or not lines or lines[0].strip() != EXPORT_MARK:
+            continue
+        body = []
+        for line in lines[1:]:
+            if line.strip() in SOLUTION_MARKS:
+                continue
+            if line.startswith(("import ", "from ")):
+                if line.rstrip().endswith(("(", "\\")):
+                    raise ValueError(f"{notebook}: write the import {line.strip()!r} on one line "
+                                     "(export gathers imports line by line)")
+                if line not in imports:
+                    imports.append(line)
+                continue
+            body.append(line)
+        text = "\n".join(body).strip("\n")
+        if text:
+            blocks.append(text)
+    future = [i for i in imports if i.startswith("from __future__")]
+    others = [i for i in imports if i not in future]
+    doc = settings.get("doc", "").strip()
+    source = notebook.relative_to(ROOT) if notebook.is_relative_to(ROOT) else notebook.name
+    header = (f'"""{doc}\n\nGenerated from {source} by `make export`: edit the notebook, '
+              'not this file.\n"""\n')
+    sections = [header.rstrip("\n")]
+    sections += ["\n".join(group) for group in (future, others) if group]
+    return target, "\n\n".join(sections) + "\n\n\n" + "\n\n\n".join(blocks) + "\n"
+
+
+def drift() -> list[str]:
+    """Engine modules that differ from a fresh export, or that no notebook exports."""
+    problems = []
+    exported = set()
+    for notebook in exporting_notebooks():
+        target, text = module_source(notebook)
+        exported.add(target)
+        if not target.exists():
+            problems.append(f"{target.relative_to(ROOT)} is missing (run make export)")
+        elif target.read_text() != text:
+            problems.append(f"{target.relative_to(ROOT)} differs from what "
+                            f"{notebook.relative_to(ROOT)} exports (run make export)")
+    engine = ROOT / "gradschool" / "engine"
+    for module in sorted(engine.glob("*.py")) if engine.exists() else []:
+        if module.name != "__init__.py" and module not in exported:
+            problems.append(f"{module.relative_to(ROOT)} is exported by no notebook")
+    return problems
+
+
+def export() -> list[Path]:
+    """Write every exported module; returns the ones that changed."""
+    changed = []
+    for notebook in exporting_notebooks():
+        target, text = module_source(notebook)
+        if not target.exists() or target.read_text() != text:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+            changed.append(target)
+    return changed
