@@ -1,0 +1,146 @@
+"""The engine's training step against PyTorch eager and a hand-written NumPy step, on the CPU.
+
+One MLP step (784-256-10, batch 128, float32): forward, softmax cross-entropy, backward,
+plain SGD update. The three run in the same process, interleaved, on the same data and
+initial weights; each figure is the median of several rounds, and every ratio is taken
+within one run (the machine is shared and noisy). Targets (issue: Part 2): the engine no
+slower than PyTorch eager, and at most 1.25x the NumPy step, the floor for any NumPy engine.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+
+BATCH, IN, HIDDEN, OUT = 128, 784, 256, 10
+LR = 0.01
+
+
+def problem(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((BATCH, IN)).astype(np.float32)
+    y = rng.integers(0, OUT, BATCH)
+    w1 = (rng.standard_normal((IN, HIDDEN)) * np.sqrt(2 / IN)).astype(np.float32)
+    w2 = (rng.standard_normal((HIDDEN, OUT)) * np.sqrt(2 / HIDDEN)).astype(np.float32)
+    b1, b2 = np.zeros(HIDDEN, np.float32), np.zeros(OUT, np.float32)
+    return x, y, [w1, b1, w2, b2]
+
+
+def numpy_step(x, y, params):
+    """The floor: the same step written by hand, fused where a human would fuse it."""
+    w1, b1, w2, b2 = params
+    z = x @ w1 + b1
+    h = np.maximum(z, 0)
+    logits = h @ w2 + b2
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    probs = exp / exp.sum(axis=1, keepdims=True)
+    loss = -np.log(probs[np.arange(BATCH), y]).mean()
+    dlogits = probs
+    dlogits[np.arange(BATCH), y] -= 1
+    dlogits /= BATCH
+    dw2, db2 = h.T @ dlogits, dlogits.sum(axis=0)
+    dh = dlogits @ w2.T
+    dh[z <= 0] = 0
+    dw1, db1 = x.T @ dh, dh.sum(axis=0)
+    for p, g in zip(params, (dw1, db1, dw2, db2), strict=True):
+        p -= LR * g
+    return float(loss)
+
+
+def make_torch_step(x, y, params):
+    import torch
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    tparams = [torch.tensor(p, requires_grad=True) for p in params]
+
+    def step():
+        w1, b1, w2, b2 = tparams
+        logits = torch.relu(tx @ w1 + b1) @ w2 + b2
+        loss = torch.nn.functional.cross_entropy(logits, ty)
+        for p in tparams:
+            p.grad = None
+        loss.backward()
+        with torch.no_grad():
+            for p in tparams:
+                p -= LR * p.grad
+        return float(loss.detach())
+
+    return step
+
+
+def make_engine_step(x, y, params):
+    from gradschool.engine import Tensor
+
+    tx = Tensor(x)
+    rows = np.arange(BATCH)
+    tparams = [Tensor(p.copy(), requires_grad=True) for p in params]
+
+    def step():
+        w1, b1, w2, b2 = tparams
+        logits = (tx @ w1 + b1).relu() @ w2 + b2
+        shifted = logits - Tensor(logits.data.max(axis=1, keepdims=True))  # a constant shift
+        loss = shifted.exp().sum(axis=1).log().mean() - shifted[rows, y].mean()
+        for p in tparams:
+            p.grad = None
+        loss.backward()
+        for p in tparams:
+            p.data -= LR * p.grad
+        return float(loss.data)
+
+    return step
+
+
+def timed(step, rounds: int, repeat: int) -> float:
+    """Median seconds per step over ``rounds`` rounds of ``repeat`` steps."""
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(repeat):
+            step()
+        samples.append((time.perf_counter() - start) / repeat)
+    return statistics.median(samples)
+
+
+def main(rounds: int = 7, repeat: int = 20) -> dict[str, float]:
+    x, y, params = problem()
+    numpy_params = [p.copy() for p in params]
+    steps = {"numpy": lambda: numpy_step(x, y, numpy_params)}
+    try:
+        steps["torch"] = make_torch_step(x, y, params)
+    except ImportError:
+        print("PyTorch is not installed: no PyTorch figure")
+    try:
+        steps["engine"] = make_engine_step(x, y, params)
+    except ImportError as error:
+        print(f"the engine is not built yet ({error}): no engine figure")
+    first = {name: step() for name, step in steps.items()}
+    if len(set(round(v, 4) for v in first.values())) > 1:
+        raise SystemExit(f"the implementations disagree on the first loss: {first}")
+    for step in steps.values():  # warm up caches and allocators
+        timed(step, 1, 5)
+    times = {name: [] for name in steps}
+    for _ in range(rounds):  # interleaved, so that a noisy moment hits all of them alike
+        for name, step in steps.items():
+            times[name].append(timed(step, 1, repeat))
+    result = {name: statistics.median(t) for name, t in times.items()}
+    print(f"MLP {IN}-{HIDDEN}-{OUT} training step, batch {BATCH}, float32 "
+          f"(median of {rounds} rounds of {repeat} steps):")
+    for name, seconds in result.items():
+        print(f"  {name:<7} {seconds * 1e3:7.3f} ms")
+    if "engine" in result:
+        if "torch" in result:
+            ratio = result["engine"] / result["torch"]
+            print(f"  engine / torch eager = {ratio:.2f}  (target <= 1.00: "
+                  f"{'met' if ratio <= 1.0 else 'NOT met'})")
+        ratio = result["engine"] / result["numpy"]
+        print(f"  engine / numpy       = {ratio:.2f}  (target <= 1.25: "
+              f"{'met' if ratio <= 1.25 else 'NOT met'})")
+    return result
+
+
+if __name__ == "__main__":
+    main()
