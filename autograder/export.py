@@ -59,8 +59,8 @@ def module_source(notebook: Path) -> tuple[Path, str]:
     others = [i for i in imports if i not in future]
     doc = settings.get("doc", "").strip()
     source = notebook.relative_to(ROOT) if notebook.is_relative_to(ROOT) else notebook.name
-    header = (f'"""{doc}\n\nGenerated from {source} by `make export`: edit the notebook, '
-              'not this file.\n"""\n')
+    header = (f'"""{doc}\n\nGenerated from {source} by `make export`:\n'
+              'edit the notebook, not this file.\n"""\n')
     sections = [header.rstrip("\n")]
     sections += ["\n".join(group) for group in (future, others) if group]
     return target, "\n\n".join(sections) + "\n\n\n" + "\n\n\n".join(blocks) + "\n"

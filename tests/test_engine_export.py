@@ -39,7 +39,7 @@ def test_export_keeps_solutions_and_drops_everything_else(tmp_path):
     target, text = export.module_source(path)
     assert target == export.ROOT / "gradschool" / "engine" / "toy.py"
     assert text == (
-        '"""A toy module.\n\nGenerated from toy.ipynb by `make export`: edit the notebook, '
+        '"""A toy module.\n\nGenerated from toy.ipynb by `make export`:\nedit the notebook, '
         'not this file.\n"""\n\nfrom __future__ import annotations\n\nimport math\n\n\n'
         'def double(x):\n    """Twice x."""\n    return 2 * x\n\n\ndef root(x):\n'
         '    return math.sqrt(x)\n')
