@@ -1,0 +1,17 @@
+"""The course's own deep-learning engine: tensors with automatic differentiation, and what is
+built on them, written by the student notebook by notebook in Part 2.
+
+The modules here are exported from the solution notebooks in solutions/02_engine/: the cells
+marked `# export` are the engine's code, so the engine a student builds and the reference
+engine that later notebooks import are the same code (`make export` writes the modules, and a
+test fails when one differs from its notebook). Edit the notebooks, never the modules.
+
+    scalar   Value: reverse-mode autodiff of single numbers, the idea at its smallest
+    tensor   Tensor: arrays (NumPy, or CuPy on a GPU) with reverse-mode autodiff;
+             no_grad, concatenate, stack
+"""
+
+from gradschool.engine.scalar import Value
+from gradschool.engine.tensor import Tensor, concatenate, no_grad, stack
+
+__all__ = ["Tensor", "Value", "concatenate", "no_grad", "stack"]
