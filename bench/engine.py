@@ -123,9 +123,15 @@ def main(rounds: int = 7, repeat: int = 20) -> dict[str, float]:
     for step in steps.values():  # warm up caches and allocators
         timed(step, 1, 5)
     times = {name: [] for name in steps}
-    for _ in range(rounds):  # interleaved, so that a noisy moment hits all of them alike
-        for name, step in steps.items():
-            times[name].append(timed(step, 1, repeat))
+    names = list(steps)
+    for r in range(rounds):
+        # Interleaved, so that a noisy moment hits all of them alike, and in a rotating order,
+        # so that none always runs right after PyTorch's worker threads (which spin for a
+        # while after each op: a short pause lets them sleep); the first steps are not timed.
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            time.sleep(0.05)
+            timed(steps[name], 1, 3)
+            times[name].append(timed(steps[name], 1, repeat))
     result = {name: statistics.median(t) for name, t in times.items()}
     print(f"MLP {IN}-{HIDDEN}-{OUT} training step, batch {BATCH}, float32 "
           f"(median of {rounds} rounds of {repeat} steps):")
