@@ -13,6 +13,7 @@ from what its notebook exports, so the engine's code lives once.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import nbformat
@@ -20,6 +21,7 @@ import nbformat
 from autograder.course import ROOT, SOLUTIONS
 
 EXPORT_MARK = "# export"
+FIRST_PARTY = {"gradschool", "autograder"}
 SOLUTION_MARKS = {"### BEGIN SOLUTION", "### END SOLUTION"}
 
 
@@ -56,14 +58,24 @@ def module_source(notebook: Path) -> tuple[Path, str]:
         if text:
             blocks.append(text)
     future = [i for i in imports if i.startswith("from __future__")]
-    others = [i for i in imports if i not in future]
+    groups = _import_groups([i for i in imports if i not in future])
     doc = settings.get("doc", "").strip()
     source = notebook.relative_to(ROOT) if notebook.is_relative_to(ROOT) else notebook.name
     header = (f'"""{doc}\n\nGenerated from {source} by `make export`:\n'
               'edit the notebook, not this file.\n"""\n')
     sections = [header.rstrip("\n")]
-    sections += ["\n".join(group) for group in (future, others) if group]
+    sections += ["\n".join(group) for group in (future, *groups) if group]
     return target, "\n\n".join(sections) + "\n\n\n" + "\n\n\n".join(blocks) + "\n"
+
+
+def _import_groups(lines: list[str]) -> list[list[str]]:
+    """Imports in the sections ruff (isort) expects: standard library, third party, the course."""
+    groups: list[list[str]] = [[], [], []]
+    for line in lines:
+        top = line.split()[1].split(".")[0]
+        groups[0 if top in sys.stdlib_module_names else 2 if top in FIRST_PARTY else 1].append(line)
+    # within a section: plain imports first, then from-imports, each by module name
+    return [sorted(g, key=lambda i: (i.startswith("from "), i.split()[1])) for g in groups]
 
 
 def drift() -> list[str]:
