@@ -9,9 +9,28 @@ test fails when one differs from its notebook). Edit the notebooks, never the mo
     scalar   Value: reverse-mode autodiff of single numbers, the idea at its smallest
     tensor   Tensor: arrays (NumPy, or CuPy on a GPU) with reverse-mode autodiff;
              no_grad, concatenate, stack
+    nn       Module, Parameter and layers (Linear, Sequential, ReLU, Tanh, GELU, Dropout,
+             LayerNorm), losses (cross_entropy, mse_loss) and initialisations
 """
 
+from gradschool.engine.nn import (
+    GELU,
+    Dropout,
+    LayerNorm,
+    Linear,
+    Module,
+    Parameter,
+    ReLU,
+    Sequential,
+    Tanh,
+    cross_entropy,
+    he_normal,
+    mse_loss,
+    xavier_uniform,
+)
 from gradschool.engine.scalar import Value
 from gradschool.engine.tensor import Tensor, concatenate, no_grad, stack
 
-__all__ = ["Tensor", "Value", "concatenate", "no_grad", "stack"]
+__all__ = ["Tensor", "Value", "concatenate", "no_grad", "stack",
+           "GELU", "Dropout", "LayerNorm", "Linear", "Module", "Parameter", "ReLU", "Sequential",
+           "Tanh", "cross_entropy", "he_normal", "mse_loss", "xavier_uniform"]
