@@ -11,6 +11,8 @@ test fails when one differs from its notebook). Edit the notebooks, never the mo
              no_grad, concatenate, stack
     nn       Module, Parameter and layers (Linear, Sequential, ReLU, Tanh, GELU, Dropout,
              LayerNorm), losses (cross_entropy, mse_loss) and initialisations
+    training optimisers (SGD, Adam, AdamW), learning-rate schedules (CosineSchedule, StepLR)
+             and data loading (Dataset, ArrayDataset, DataLoader, prefetch)
 """
 
 from gradschool.engine.nn import (
@@ -30,7 +32,20 @@ from gradschool.engine.nn import (
 )
 from gradschool.engine.scalar import Value
 from gradschool.engine.tensor import Tensor, concatenate, no_grad, stack
+from gradschool.engine.training import (
+    SGD,
+    Adam,
+    AdamW,
+    ArrayDataset,
+    CosineSchedule,
+    DataLoader,
+    Dataset,
+    StepLR,
+    prefetch,
+)
 
 __all__ = ["Tensor", "Value", "concatenate", "no_grad", "stack",
            "GELU", "Dropout", "LayerNorm", "Linear", "Module", "Parameter", "ReLU", "Sequential",
            "Tanh", "cross_entropy", "he_normal", "mse_loss", "xavier_uniform"]
+__all__ += ["SGD", "Adam", "AdamW", "ArrayDataset", "CosineSchedule", "DataLoader", "Dataset", "StepLR",
+            "prefetch"]
