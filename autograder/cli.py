@@ -44,25 +44,20 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "export":
-        if args.check:
-            problems = exporting.drift()
-            print("\n".join(problems) or "gradschool/engine/ is in sync with its notebooks")
-            return 1 if problems else 0
+    if args.command in ("export", "release") and args.check:
+        module, in_sync = {"export": (exporting, "gradschool/engine/ is in sync with its notebooks"),
+                           "release": (releasing, "curriculum/ is in sync with solutions/")}[args.command]
+        problems = module.drift()
+        print("\n".join(problems) or in_sync)
+        return 1 if problems else 0
+    if args.command in ("export", "release"):
         for path in exporting.export():
             print(f"exported {path}")
-        return 0
     if args.command == "release":
-        if args.check:
-            problems = releasing.drift()
-            print("\n".join(problems) or "curriculum/ is in sync with solutions/")
-            return 1 if problems else 0
-        for path in exporting.export():
-            print(f"exported {path}")
-        stamped = releasing.release()
-        for path in stamped:
+        for path in releasing.release():
             print(f"restamped badges/set-up cell: {path}")
         print("curriculum/ regenerated from solutions/")
+    if args.command != "grade":
         return 0
     if args.workers is not None and args.workers < 1:
         print("error: --workers must be at least 1", file=sys.stderr)
