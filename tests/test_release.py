@@ -67,3 +67,14 @@ def test_badges_and_setup_cell_come_from_the_setting(path):
     assert runtime.badges(release.release_path(path)) in header.splitlines(), (
         f"{path}: the badge line is not generated from runtime.COURSE (run make release)")
     assert setup == runtime.setup_cell_source(), f"{path}: the set-up cell is stale (run make release)"
+
+
+@pytest.mark.parametrize("command, message", [
+    ("release", "curriculum/ is in sync with solutions/"),
+    ("export", "gradschool/engine/ is in sync with its notebooks"),
+])
+def test_the_cli_checks_without_changing_anything(command, message, capsys):
+    from autograder.cli import main
+
+    assert main([command, "--check"]) == 0
+    assert capsys.readouterr().out.strip() == message
