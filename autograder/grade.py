@@ -69,6 +69,7 @@ class Job:
     notebook: str
     folder: Path
     note: str = ""  # what preparing the file already had to say
+    restored: bool = False  # its nbgrader metadata was put back from the release
 
 
 def _scores(gradebook_url: str, assignment: str, student: str, notebook: str) -> tuple[float, float]:
@@ -240,7 +241,7 @@ def grade(
 
     release_nbs = {nb: nbformat.read(path, as_version=4) for nb, path in releases.items()}
     prepared: dict[str, dict[str, nbformat.NotebookNode]] = defaultdict(dict)
-    notes: dict[tuple[str, str], str] = {}
+    notes: dict[tuple[str, str], tuple[str, bool]] = {}
     for student in students:
         for nb in known:
             candidates = by_pair.get((student, nb), [])
@@ -267,7 +268,7 @@ def grade(
                 note.append(f"nbgrader metadata was missing from {len(result.restored)} cells "
                             "and was restored from the release notebook")
             prepared[student][nb] = result.notebook
-            notes[(student, nb)] = "; ".join(note)
+            notes[(student, nb)] = ("; ".join(note), bool(result.restored))
 
     jobs = []
     for student, nbs in prepared.items():
@@ -279,7 +280,7 @@ def grade(
             # every notebook of the student goes in, so nbgrader does not zero the others
             for name, notebook in nbs.items():
                 nbformat.write(notebook, target / f"{name}.ipynb")
-            jobs.append(Job(student, nb, folder, notes[(student, nb)]))
+            jobs.append(Job(student, nb, folder, *notes[(student, nb)]))
 
     def run(job: Job) -> Row:
         outcome, detail = _run_job(job, assignment, gradebook_url, timeout, memory_mb)
@@ -290,14 +291,14 @@ def grade(
             _zero(gradebook_url, assignment, job.student, job.notebook)
             limit = {"timeout": f"stopped after the {timeout:g} s limit",
                      "memory_exceeded": f"stopped above the {memory_mb} MB memory limit ({detail})",
-                     "crashed": "the grader failed on this notebook: "
-                                + detail.strip().splitlines()[-1] if detail.strip() else ""}
+                     "crashed": "the grader failed on this notebook (see grading.log)"
+                                + (f": {detail.strip().splitlines()[-1]}" if detail.strip() else "")}
             messages.append(limit[outcome])
             log.warning("%s/%s: %s\n%s", job.student, job.notebook, outcome, detail)
             return Row(job.student, assignment, job.notebook, 0.0, max_scores[job.notebook],
                        outcome, "; ".join(m for m in messages if m))
         score, maximum = _scores(gradebook_url, assignment, job.student, job.notebook)
-        status = "metadata_restored" if "metadata was missing" in job.note else "graded"
+        status = "metadata_restored" if job.restored else "graded"
         if hit_time_limit:
             status = "timeout"
             messages.append(f"a cell ran past the {timeout:g} s limit and was stopped")

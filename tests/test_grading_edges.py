@@ -40,10 +40,16 @@ def graded(tmp_path_factory):
             cell.source = "while True:\n    pass\n" + cell.source
     write(looping, subs / f"dan--{NOTEBOOK} (2).ipynb")
     write(answered(ASSIGNMENT, NOTEBOOK), subs / "fay--homework.ipynb")
+    hungry = answered(ASSIGNMENT, NOTEBOOK)
+    for cell in hungry.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == first:
+            cell.source = "hoard = bytearray(3 * 1024**3)  # 3 GB, every page touched\n" + cell.source
+    write(hungry, subs / f"gus--{NOTEBOOK}.ipynb")
     (subs / "notes.txt").write_text("not a notebook, not a submission")
 
     before = checksums(subs)
-    run_grader(ASSIGNMENT, subs, base / "out", base / "gradebook.db", "--timeout", "15")
+    run_grader(ASSIGNMENT, subs, base / "out", base / "gradebook.db", "--timeout", "15",
+               "--memory-mb", "1500")
     rows = read_csv(base / "out" / "grades.csv")
     return base, rows, before, total, exs
 
@@ -85,10 +91,17 @@ def test_a_runaway_cell_is_stopped_and_the_rest_still_counts(graded):
     assert "15 s" in dan["message"]
 
 
+def test_a_notebook_over_the_memory_limit_is_stopped(graded):
+    _, rows, _, _, _ = graded
+    gus = row(rows, "gus")
+    assert (gus["status"], float(gus["score"])) == ("memory_exceeded", 0), gus
+    assert "1500 MB" in gus["message"]
+
+
 def test_every_file_has_a_row_and_nothing_was_changed(graded):
     base, rows, before, _, _ = graded
     assert sorted((r["student"], r["notebook"]) for r in rows) == sorted([
         ("amy", NOTEBOOK), ("bob", NOTEBOOK), ("bob", "notes"), ("cat", NOTEBOOK),
-        ("dan", NOTEBOOK), ("fay", NOTEBOOK), ("fay", "homework")])
+        ("dan", NOTEBOOK), ("fay", NOTEBOOK), ("fay", "homework"), ("gus", NOTEBOOK)])
     assert checksums(base / "flat") == before
     assert all(r["message"] or r["status"] == "graded" for r in rows)
