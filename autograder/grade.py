@@ -72,16 +72,22 @@ class Job:
     restored: bool = False  # its nbgrader metadata was put back from the release
 
 
+def _test_cells(notebook) -> set[str]:
+    """Names of a gradebook notebook's auto-graded test cells: graded code that is not an answer."""
+    answers = {c.name for c in notebook.solution_cells}
+    return {c.name for c in notebook.grade_cells if c.cell_type == "code" and c.name not in answers}
+
+
 def _scores(gradebook_url: str, assignment: str, student: str, notebook: str) -> tuple[float, float]:
     """Auto-graded points (the test cells' scores) of one submitted notebook, from the gradebook."""
     from nbgrader.api import Gradebook
 
     with Gradebook(gradebook_url) as gb:
         nb = gb.find_submission_notebook(notebook, assignment, student)
-        solution_cells = {c.name for c in nb.notebook.solution_cells}
-        tests = [g for g in nb.grades if g.cell.cell_type == "code" and g.name not in solution_cells]
-        return (float(sum(g.auto_score or 0 for g in tests)),
-                float(sum(g.max_score for g in tests)))
+        tests = _test_cells(nb.notebook)
+        grades = [g for g in nb.grades if g.name in tests]
+        return (float(sum(g.auto_score or 0 for g in grades)),
+                float(sum(g.max_score for g in grades)))
 
 
 def _max_score(gradebook_url: str, assignment: str, notebook: str) -> float:
@@ -89,9 +95,8 @@ def _max_score(gradebook_url: str, assignment: str, notebook: str) -> float:
 
     with Gradebook(gradebook_url) as gb:
         nb = gb.find_notebook(notebook, assignment)
-        solution_cells = {c.name for c in nb.solution_cells}
-        return float(sum(c.max_score for c in nb.grade_cells
-                         if c.cell_type == "code" and c.name not in solution_cells))
+        tests = _test_cells(nb)
+        return float(sum(c.max_score for c in nb.grade_cells if c.name in tests))
 
 
 def _zero(gradebook_url: str, assignment: str, student: str, notebook: str) -> None:
