@@ -128,16 +128,23 @@ def lrs(schedule, optimizer, steps):
     return out
 
 
+def torch_lrs(make_scheduler, lr, steps):
+    """The learning rates a torch scheduler sets over ``steps`` steps, from ``lr``."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    scheduler = make_scheduler(optimizer)
+    out = []
+    for _ in range(steps):
+        out.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return out
+
+
 def test_cosine_schedule_matches_torch_without_warmup():
     opt = SGD([Tensor(np.zeros(1), requires_grad=True)], lr=0.1)
     ours = lrs(CosineSchedule(opt, total_steps=50, min_lr=0.001), opt, 51)
-    topt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-    tsched = torch.optim.lr_scheduler.CosineAnnealingLR(topt, T_max=50, eta_min=0.001)
-    theirs = []
-    for _ in range(51):
-        theirs.append(topt.param_groups[0]["lr"])
-        topt.step()
-        tsched.step()
+    theirs = torch_lrs(lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=50, eta_min=0.001),
+                       0.1, 51)
     np.testing.assert_allclose(ours, theirs, rtol=1e-12)
 
 
@@ -155,13 +162,7 @@ def test_cosine_schedule_with_warmup():
 def test_step_lr_matches_torch():
     opt = SGD([Tensor(np.zeros(1), requires_grad=True)], lr=0.5)
     ours = lrs(StepLR(opt, step_size=7, gamma=0.3), opt, 30)
-    topt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.5)
-    tsched = torch.optim.lr_scheduler.StepLR(topt, step_size=7, gamma=0.3)
-    theirs = []
-    for _ in range(30):
-        theirs.append(topt.param_groups[0]["lr"])
-        topt.step()
-        tsched.step()
+    theirs = torch_lrs(lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=7, gamma=0.3), 0.5, 30)
     np.testing.assert_allclose(ours, theirs, rtol=1e-12)
 
 
