@@ -54,7 +54,6 @@ def numpy_step(x, y, params):
 def make_torch_step(x, y, params):
     import torch
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
     tparams = [torch.tensor(p, requires_grad=True) for p in params]
 
@@ -176,9 +175,8 @@ def cnn_step(rounds: int, repeat: int) -> dict[str, float]:
         torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
         torch.nn.Flatten(), torch.nn.Linear(16 * 7 * 7, 10))
     with torch.no_grad():  # the same weights; torch's Linear stores (out, in)
-        for (name, p), (_, q) in zip(model.named_parameters(), tmodel.named_parameters(),
-                                     strict=True):
-            q.copy_(torch.from_numpy(p.data.T.copy() if name.endswith("7.weight") else p.data))
+        for p, q in zip(model.parameters(), tmodel.parameters(), strict=True):
+            q.copy_(torch.from_numpy(p.data.T.copy() if p.data.ndim == 2 else p.data))
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
 
     def engine():
