@@ -154,3 +154,46 @@ def test_layers_parameters_and_shapes():
     t = F.conv2d(torch.tensor(x.data.astype(np.float64)), tw[0], tw[1], padding=1)
     t = F.conv2d(F.max_pool2d(t, 2), tw[2], tw[3], stride=2).flatten(1)
     np.testing.assert_allclose(out.data, t.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def small_cnn_grads(x, weights):
+    """Loss and gradients of conv-relu-pool-conv-relu-pool-sum through the engine, where each
+    layer reads the previous one's output in the memory layout that layer produced."""
+    w1, b1, w2, b2 = (Tensor(a.copy(), requires_grad=True) for a in weights)
+    h = max_pool2d(conv2d(Tensor(x), w1, b1, padding=1).relu(), 2)
+    out = max_pool2d(conv2d(h, w2, b2, padding=1).relu(), 2)
+    loss = (out * out).sum()
+    loss.backward()
+    return out.data, [p.grad for p in (w1, b1, w2, b2)]
+
+
+def test_a_small_cnn_matches_torch_through_every_layout():
+    x = rand((3, 2, 12, 12), 1)
+    weights = [rand((4, 2, 3, 3), 2), rand(4, 3), rand((5, 4, 3, 3), 4), rand(5, 5)]
+    out, grads = small_cnn_grads(x, weights)
+    t = [torch.tensor(a, requires_grad=True) for a in weights]
+    h = F.max_pool2d(F.relu(F.conv2d(torch.tensor(x), t[0], t[1], padding=1)), 2)
+    tout = F.max_pool2d(F.relu(F.conv2d(h, t[2], t[3], padding=1)), 2)
+    (tout * tout).sum().backward()
+    assert out.shape == tuple(tout.shape) == (3, 5, 3, 3)
+    np.testing.assert_allclose(out, tout.detach().numpy(), rtol=1e-10, atol=1e-12)
+    for grad, ref in zip(grads, t, strict=True):
+        assert grad.shape == tuple(ref.shape)
+        np.testing.assert_allclose(grad, ref.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_keep_freed_memory_changes_speed_not_results():
+    import platform
+
+    from gradschool.engine import keep_freed_memory
+
+    x = rand((2, 1, 8, 8), 6, np.float32)
+    weights = [rand(s, i, np.float32) for i, s in enumerate([(3, 1, 3, 3), 3, (2, 3, 3, 3), 2])]
+    before = small_cnn_grads(x, weights)
+    applied = keep_freed_memory()
+    assert isinstance(applied, bool)
+    assert applied == (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+    after = small_cnn_grads(x, weights)
+    for a, b in zip([before[0], *before[1]], [after[0], *after[1]], strict=True):
+        assert a.dtype == b.dtype == np.float32 and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)

@@ -14,10 +14,10 @@ test fails when one differs from its notebook). Edit the notebooks, never the mo
     training optimisers (SGD, Adam, AdamW), learning-rate schedules (CosineSchedule, StepLR)
              and data loading (Dataset, ArrayDataset, DataLoader, prefetch)
     conv     conv2d and max_pool2d on NCHW images (im2col: one matmul per convolution),
-             and the layers Conv2d, MaxPool2d, Flatten
+             and the layers Conv2d, MaxPool2d, Flatten; keep_freed_memory
 """
 
-from gradschool.engine.conv import Conv2d, Flatten, MaxPool2d, conv2d, max_pool2d
+from gradschool.engine.conv import Conv2d, Flatten, MaxPool2d, conv2d, keep_freed_memory, max_pool2d
 from gradschool.engine.nn import (
     GELU,
     Dropout,
@@ -52,4 +52,4 @@ __all__ = ["Tensor", "Value", "concatenate", "no_grad", "stack",
            "Tanh", "cross_entropy", "he_normal", "mse_loss", "xavier_uniform"]
 __all__ += ["SGD", "Adam", "AdamW", "ArrayDataset", "CosineSchedule", "DataLoader", "Dataset", "StepLR",
             "prefetch"]
-__all__ += ["Conv2d", "Flatten", "MaxPool2d", "conv2d", "max_pool2d"]
+__all__ += ["Conv2d", "Flatten", "MaxPool2d", "conv2d", "keep_freed_memory", "max_pool2d"]

@@ -11,7 +11,8 @@ API (`from gradschool.engine import conv2d, max_pool2d, Conv2d, MaxPool2d, Flatt
 
     conv2d(x, weight, bias=None, stride=1, padding=0): x (N, C, H, W), weight (F, C, KH, KW),
         bias None or (F,), all Tensors; stride and padding ints (zeros on every side).
-        Returns (N, F, OH, OW), OH = (H + 2 padding - KH) // stride + 1 (torch's conv2d).
+        Returns (N, F, OH, OW), OH = (H + 2 padding - KH) // stride + 1 (torch's conv2d),
+        stored channel by channel (an NCHW view of (F, N, OH, OW) memory, no copy).
     max_pool2d(x, kernel_size, stride=None): kernel_size and stride ints or pairs (stride
         None: the kernel's size). No padding; a partial window at the border is dropped.
         The gradient of each window goes to its first maximum (PyTorch's choice for ties).
@@ -21,6 +22,8 @@ API (`from gradschool.engine import conv2d, max_pool2d, Conv2d, MaxPool2d, Flatt
     im2col(x, kernel_size, stride=1, padding=0) -> (N * OH * OW, C * KH * KW) and
     col2im(cols, x_shape, kernel_size, stride=1, padding=0) -> x_shape: arrays, the pieces
         the notebook's exercises write; output_size(size, kernel, stride=1, padding=0).
+    keep_freed_memory(): lets glibc's malloc reuse freed blocks instead of page-faulting
+        fresh memory in at every step (call it once before training; Linux only).
 
 Generated from solutions/02_engine/05_convolution.ipynb by `make export`:
 edit the notebook, not this file.
@@ -81,8 +84,9 @@ def im2col(x, kernel_size, stride=1, padding=0):
     if padding:
         x = xp.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     windows = _windows(x, kh, kw, stride, oh, ow)  # (N, C, OH, OW, KH, KW), a view
-    # the one copy: to (N, OH, OW, C, KH, KW), then rows of C * KH * KW
-    return windows.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kh * kw)
+    # the one copy, in (C, KH, KW, N, OH, OW) order (its inner loop runs along image rows);
+    # its transpose, a view, is the matrix of rows
+    return windows.transpose(1, 4, 5, 0, 2, 3).reshape(c * kh * kw, n * oh * ow).T
 
 
 def col2im(cols, x_shape, kernel_size, stride=1, padding=0):
@@ -99,7 +103,7 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0):
     n, c, h, w = x_shape
     kh, kw = _pair(kernel_size)
     oh, ow = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
-    blocks = cols.reshape(n, oh, ow, c, kh, kw)
+    blocks = cols.T.reshape(c, kh, kw, n, oh, ow)  # no copy for im2col's layout
     padded = xp.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=cols.dtype)
     # one strided slice per kernel offset (i, j): pixel (r * stride + i, c * stride + j)
     # received entry (i, j) of window (r, c). KH * KW slice additions, each over the whole
@@ -107,7 +111,7 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0):
     for i in range(kh):
         for j in range(kw):
             padded[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride] += (
-                blocks[:, :, :, :, i, j].transpose(0, 3, 1, 2))
+                blocks[:, i, j].transpose(1, 0, 2, 3))
     if padding:
         return xp.ascontiguousarray(padded[:, :, padding:padding + h, padding:padding + w])
     return padded
@@ -125,25 +129,25 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     recorded in the graph: the gradients reach x (through col2im), weight and bias.
     """
     x = x if isinstance(x, Tensor) else Tensor(x)  # an array: a constant input
-    xp = array_module(x.data)
     n, c, h, w = x.shape
     f, _, kh, kw = weight.shape
     oh, ow = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
     cols = im2col(x.data, (kh, kw), stride, padding)  # (N * OH * OW, C * KH * KW)
     w2 = weight.data.reshape(f, c * kh * kw)
-    out = cols @ w2.T  # (N * OH * OW, F)
+    out = w2 @ cols.T  # (F, N * OH * OW): one channel after another
     if bias is not None:
-        out += bias.data
-    out = xp.ascontiguousarray(out.reshape(n, oh, ow, f).transpose(0, 3, 1, 2))
+        out += bias.data[:, None]
+    out = out.reshape(f, n, oh, ow).transpose(1, 0, 2, 3)  # NCHW, a view
 
-    def rows(g):  # the gradient of the result, back to the matmul's layout (N * OH * OW, F)
-        return g.transpose(0, 2, 3, 1).reshape(n * oh * ow, f)
+    def channels(g):  # the gradient of the result, back to the matmul's layout (F, N * OH * OW)
+        return g.transpose(1, 0, 2, 3).reshape(f, n * oh * ow)
 
     def vjp_x(g):
-        return col2im(rows(g) @ w2, x.shape, (kh, kw), stride, padding).astype(x.dtype, copy=False)
+        dcols = (w2.T @ channels(g)).T  # (N * OH * OW, C * KH * KW), im2col's layout
+        return col2im(dcols, x.shape, (kh, kw), stride, padding).astype(x.dtype, copy=False)
 
     def vjp_w(g):
-        return (rows(g).T @ cols).reshape(weight.shape).astype(weight.dtype, copy=False)
+        return (channels(g) @ cols).reshape(weight.shape).astype(weight.dtype, copy=False)
 
     def vjp_b(g):
         return g.sum(axis=(0, 2, 3)).astype(bias.dtype, copy=False)
@@ -171,15 +175,19 @@ def max_pool2d(x, kernel_size, stride=None):
     oh, ow = output_size(h, kh, sh), output_size(w, kw, sw)
     if oh < 1 or ow < 1:
         raise ValueError(f"max_pool2d: a {kh}x{kw} window does not fit in a {h}x{w} image")
-    windows = _windows(x.data, kh, kw, (sh, sw), oh, ow).reshape(n, c, oh, ow, kh * kw)
-    winner = windows.argmax(axis=-1)  # the first maximum of each window
-    out = xp.take_along_axis(windows, winner[..., None], axis=-1)[..., 0]
+    windows = _windows(x.data, kh, kw, (sh, sw), oh, ow)  # (N, C, OH, OW, KH, KW), a view
+    # the one copy: stacked[k] is position k (row-major) of every window
+    stacked = windows.transpose(4, 5, 0, 1, 2, 3).reshape(kh * kw, n, c, oh, ow)
+    out = stacked.max(axis=0)
 
     def vjp(g):
         grad = xp.zeros(x.shape, dtype=g.dtype)
+        left = g.copy()  # the gradient of the windows whose first maximum is still ahead
         for k in range(kh * kw):  # one strided slice per position in the window
+            part = left * (stacked[k] == out)
+            left -= part
             i, j = divmod(k, kw)
-            grad[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += xp.where(winner == k, g, 0)
+            grad[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += part
         return grad
 
     return _node(out, (x,), (vjp,))
@@ -228,3 +236,22 @@ class Flatten(Module):
 
     def forward(self, x):
         return x.reshape(x.shape[0], -1)
+
+
+def keep_freed_memory(mmap_threshold=32 * 2**20, trim_threshold=128 * 2**20):
+    """Ask glibc's malloc to keep freed memory for reuse instead of returning it to the system.
+
+    Large NumPy temporaries are otherwise mapped fresh, and page-faulted in, at every training
+    step. mmap_threshold: blocks up to this size come from the reusable heap (glibc's maximum
+    is 32 MiB); trim_threshold: free memory kept before any is returned. Returns True when
+    applied (Linux with glibc), False elsewhere. It changes speed, never results.
+    """
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3  # the option numbers in glibc's malloc.h
+    return bool(libc.mallopt(m_mmap_threshold, mmap_threshold)) and bool(
+        libc.mallopt(m_trim_threshold, trim_threshold))
