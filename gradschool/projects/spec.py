@@ -1,0 +1,236 @@
+"""What a Part 3 project is, written once: its data, architecture, hyperparameters, metric,
+target and initial weights. Every implementation (PyTorch, Keras, JAX, the course engine)
+reads its project's `Spec`; none restates a number, so they cannot quietly drift apart.
+
+The architecture is a tuple of framework-neutral layers (`Dense`, `Conv2D`, `MaxPool`,
+`Flatten`, `Embedding`, `LSTM`). From it the spec derives every parameter's name and shape in
+one *canonical layout*, the layout of the mathematics `y = x @ kernel + bias` on channels-last
+data (Keras' and Flax's layout):
+
+    Dense      dense_i/kernel (in, units), dense_i/bias (units,)
+    Conv2D     conv_i/kernel (kh, kw, in_channels, filters), conv_i/bias (filters,)
+    Embedding  embedding_i/table (vocab, dim)
+    LSTM       lstm_i/kernel (in, 4 units), lstm_i/recurrent (units, 4 units),
+               lstm_i/bias (4 units,); gates in the order input, forget, cell, output
+    Flatten    flattens (h, w, c) in that order (channels last)
+
+An implementation in another layout (PyTorch's (out, in) linear weights, NCHW images, its two
+LSTM biases) converts when it loads the weights: that conversion is part of its notebook.
+
+Initial weights come from a seeded NumPy generator, are saved once to
+`datasets/weights/<project>.npz` (committed, with its sha256 in the spec) and loaded from that
+file by every implementation: NumPy may change its random streams between versions, the file
+does not change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+WEIGHTS_DIR = REPOSITORY_ROOT / "datasets" / "weights"
+FRAMEWORKS = ("torch", "keras", "jax", "engine")
+
+
+# ------------------------------------------------------------------------------- layers
+@dataclass(frozen=True)
+class Dense:
+    """A fully connected layer; activation "relu" or None (the logits)."""
+    units: int
+    activation: str | None = None
+
+
+@dataclass(frozen=True)
+class Conv2D:
+    """A 2-d convolution with stride 1 and "same" padding (the output keeps height and width)."""
+    filters: int
+    kernel_size: int = 3
+    activation: str | None = "relu"
+
+
+@dataclass(frozen=True)
+class MaxPool:
+    """Max-pooling over size x size windows with stride size."""
+    size: int = 2
+
+
+@dataclass(frozen=True)
+class Flatten:
+    """(h, w, c) -> (h * w * c,), channels last."""
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """A lookup table: token index -> vector of `dim`."""
+    vocab: int
+    dim: int
+
+
+@dataclass(frozen=True)
+class LSTM:
+    """A one-layer LSTM returning its output at every time step."""
+    units: int
+
+
+Layer = Dense | Conv2D | MaxPool | Flatten | Embedding | LSTM
+SHORT_NAMES = {"Conv2D": "conv", "MaxPool": "pool"}  # in parameter names: conv_0/kernel
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """The optimiser and its settings, as every framework names them (Adam: torch.optim.Adam,
+    keras.optimizers.Adam, optax.adam, engine Adam; their defaults for betas and eps agree
+    except Keras' epsilon, so eps is always given explicitly)."""
+    name: str
+    learning_rate: float
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+
+# -------------------------------------------------------------------------------- spec
+@dataclass(frozen=True)
+class Spec:
+    """One project: everything its implementations must agree on."""
+    name: str
+    title: str
+    dataset: str                  # a name for gradschool.data.load
+    input_shape: tuple[int, ...]  # one example, channels last: (features,), (h, w, c), (steps,)
+    layers: tuple[Layer, ...]
+    optimizer: Optimizer
+    batch_size: int
+    epochs: int
+    metric: str                   # what the target is measured in, on `target_split`
+    target: float
+    target_split: str = "test"
+    higher_is_better: bool = True
+    seed: int = 0                 # initial weights and, where a framework allows, training
+    weights_sha256: str = ""
+    implementations: tuple[str, ...] = FRAMEWORKS
+    notes: dict[str, str] = field(default_factory=dict)  # preprocessing, augmentation, ...
+
+    def _walk(self):
+        """(parameter shapes, output shape): the architecture followed from the input."""
+        shapes, counts = {}, {}
+        shape = tuple(self.input_shape)
+        for layer in self.layers:
+            kind = SHORT_NAMES.get(type(layer).__name__, type(layer).__name__.lower())
+            counts[kind] = counts.get(kind, -1) + 1
+            prefix = f"{kind}_{counts[kind]}/"
+            if isinstance(layer, Dense):  # on the last axis: features, or each time step
+                if len(shape) > 2:
+                    raise ValueError(f"{self.name}: Dense after feature maps {shape}: put a Flatten first")
+                shapes[prefix + "kernel"], shapes[prefix + "bias"] = (shape[-1], layer.units), (layer.units,)
+                shape = (*shape[:-1], layer.units)
+            elif isinstance(layer, Conv2D):
+                h, w, c = shape
+                k = layer.kernel_size
+                shapes[prefix + "kernel"] = (k, k, c, layer.filters)
+                shapes[prefix + "bias"] = (layer.filters,)
+                shape = (h, w, layer.filters)
+            elif isinstance(layer, MaxPool):
+                h, w, c = shape
+                shape = (h // layer.size, w // layer.size, c)
+            elif isinstance(layer, Flatten):
+                shape = (math.prod(shape),)
+            elif isinstance(layer, Embedding):
+                shapes[prefix + "table"] = (layer.vocab, layer.dim)
+                shape = (*shape, layer.dim)
+            elif isinstance(layer, LSTM):
+                n_in, units = shape[-1], layer.units
+                shapes[prefix + "kernel"] = (n_in, 4 * units)
+                shapes[prefix + "recurrent"] = (units, 4 * units)
+                shapes[prefix + "bias"] = (4 * units,)
+                shape = (*shape[:-1], units)
+            else:
+                raise TypeError(f"{self.name}: unknown layer {layer!r}")
+        return shapes, shape
+
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every parameter's canonical name and shape, in the order of the layers."""
+        return self._walk()[0]
+
+    def output_shape(self) -> tuple[int, ...]:
+        """The shape of the model's output for one example (the logits)."""
+        return self._walk()[1]
+
+    def parameter_count(self) -> int:
+        return sum(math.prod(shape) for shape in self.parameter_shapes().values())
+
+    def make_initial_weights(self) -> dict[str, np.ndarray]:
+        """Fresh float32 weights from np.random.default_rng(seed), layer by layer.
+
+        Kernels: Glorot-uniform (fan-in and fan-out of the layer; for a convolution both
+        include kh * kw), biases zero, except an LSTM's forget-gate bias, 1 (it starts by
+        remembering); embedding tables: normal, std 0.1. Used only to (re)make the weights file:
+        implementations load the file (`initial_weights`).
+        """
+        rng = np.random.default_rng(self.seed)
+        weights = {}
+        for name, shape in self.parameter_shapes().items():
+            kind = name.rsplit("/", 1)[1]
+            if kind in ("kernel", "recurrent"):
+                receptive = math.prod(shape[:-2]) if len(shape) > 2 else 1
+                fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+                if kind == "kernel" and name.startswith("lstm"):
+                    fan_out //= 4
+                limit = math.sqrt(6 / (fan_in + fan_out))
+                value = rng.uniform(-limit, limit, shape)
+            elif kind == "table":
+                value = rng.normal(0.0, 0.1, shape)
+            else:  # a bias
+                value = np.zeros(shape)
+                if name.startswith("lstm"):
+                    units = shape[0] // 4
+                    value[units:2 * units] = 1.0  # the forget gate
+            weights[name] = value.astype(np.float32)
+        return weights
+
+    @property
+    def weights_path(self) -> Path:
+        return WEIGHTS_DIR / f"{self.name}.npz"
+
+    def initial_weights(self) -> dict[str, np.ndarray]:
+        """The project's initial weights, canonical layout, float32, from the committed file.
+
+        Raises a ValueError that says how to fix it when the file is missing, damaged or
+        does not fit the architecture (after a change to the spec, remake it with
+        `python -m gradschool.projects save-weights <project>`).
+        """
+        path = self.weights_path
+        if not path.exists():
+            raise ValueError(f"{self.name}: {path} is missing; make it with "
+                             f"`python -m gradschool.projects save-weights {self.name}`")
+        raw = path.read_bytes()
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest != self.weights_sha256:
+            raise ValueError(f"{self.name}: {path} has sha256 {digest}, the spec expects "
+                             f"{self.weights_sha256}: restore it from the repository (git checkout "
+                             f"-- {path.relative_to(REPOSITORY_ROOT)})")
+        with np.load(io.BytesIO(raw)) as archive:
+            weights = {name: archive[name] for name in archive.files}
+        expected = self.parameter_shapes()
+        got = {name: tuple(value.shape) for name, value in weights.items()}
+        if got != expected:
+            raise ValueError(f"{self.name}: the weights file holds {got}, the architecture needs "
+                             f"{expected}; remake it with `python -m gradschool.projects save-weights "
+                             f"{self.name}` and update weights_sha256")
+        return weights
+
+
+def save_weights(spec: Spec) -> str:
+    """Write spec's fresh initial weights to its file (deterministic bytes) and return the
+    file's sha256, to be written into the spec as weights_sha256."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **spec.make_initial_weights())
+    data = buffer.getvalue()
+    spec.weights_path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = spec.weights_path.with_suffix(".tmp")
+    temporary.write_bytes(data)
+    temporary.replace(spec.weights_path)
+    return hashlib.sha256(data).hexdigest()

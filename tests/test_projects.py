@@ -1,0 +1,113 @@
+"""The Part 3 project specs: architecture -> canonical parameter shapes, and initial weights
+that every implementation loads from one committed, checksummed file."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import numpy as np
+import pytest
+
+from gradschool import data, projects
+from gradschool.projects import spec as spec_module
+from gradschool.projects.__main__ import main as projects_cli
+from gradschool.projects.spec import LSTM, Conv2D, Dense, Embedding, Flatten, MaxPool, Optimizer, Spec
+
+
+def tiny(layers, input_shape, name="tiny"):
+    return Spec(name=name, title="a test", dataset="digits", input_shape=input_shape, layers=layers,
+                optimizer=Optimizer("adam", 1e-3), batch_size=4, epochs=1, metric="accuracy", target=0.5)
+
+
+def test_the_tabular_and_image_architectures():
+    tabular, images = projects.load("tabular"), projects.load("images")
+    assert tabular.parameter_shapes() == {"dense_0/kernel": (4, 16), "dense_0/bias": (16,),
+                                          "dense_1/kernel": (16, 3), "dense_1/bias": (3,)}
+    assert tabular.output_shape() == (3,) and tabular.parameter_count() == 4 * 16 + 16 + 16 * 3 + 3
+    assert images.parameter_shapes() == {
+        "conv_0/kernel": (3, 3, 1, 12), "conv_0/bias": (12,), "conv_1/kernel": (3, 3, 12, 24),
+        "conv_1/bias": (24,), "dense_0/kernel": (7 * 7 * 24, 10), "dense_0/bias": (10,)}
+    assert images.output_shape() == (10,)
+
+
+@pytest.mark.parametrize("name", projects.PROJECTS)
+def test_every_spec_fits_its_dataset(name):
+    spec = projects.load(name)
+    assert spec.name == name and set(spec.implementations) <= set(spec_module.FRAMEWORKS)
+    splits = data.load(spec.dataset)
+    x = splits.train.x
+    # images come without their channel axis
+    assert x.shape[1:] in (tuple(spec.input_shape), tuple(spec.input_shape[:-1]))
+    if splits.classes is not None and spec.metric == "accuracy":
+        assert spec.output_shape()[-1] == len(splits.classes)
+    assert 0 < spec.target <= 1 and spec.target_split in data.SPLITS
+
+
+@pytest.mark.parametrize("name", projects.PROJECTS)
+def test_initial_weights_come_from_the_committed_file(name):
+    spec = projects.load(name)
+    weights = spec.initial_weights()
+    assert list(weights) == list(spec.parameter_shapes())
+    for key, value in weights.items():
+        assert isinstance(value, np.ndarray) and value.dtype == np.float32
+        assert value.shape == spec.parameter_shapes()[key]
+    assert hashlib.sha256(spec.weights_path.read_bytes()).hexdigest() == spec.weights_sha256
+    fresh = spec.make_initial_weights()  # this NumPy still makes the same numbers
+    for key in weights:
+        np.testing.assert_array_equal(weights[key], fresh[key])
+
+
+def test_initialisation_scales():
+    spec = tiny((Conv2D(8, 3), MaxPool(2), Flatten(), Dense(10)), (6, 6, 2))
+    weights = spec.make_initial_weights()
+    limit = np.sqrt(6 / (2 * 9 + 8 * 9))
+    kernel = weights["conv_0/kernel"]
+    assert kernel.shape == (3, 3, 2, 8) and np.abs(kernel).max() <= limit
+    assert abs(kernel.std() - limit / np.sqrt(3)) < 0.2 * limit
+    assert not weights["conv_0/bias"].any() and not weights["dense_0/bias"].any()
+    assert weights["dense_0/kernel"].shape == (3 * 3 * 8, 10)
+
+
+def test_a_sequence_model_and_the_lstm_forget_bias():
+    spec = tiny((Embedding(27, 8), LSTM(16), Dense(27)), (12,))
+    assert spec.parameter_shapes() == {
+        "embedding_0/table": (27, 8), "lstm_0/kernel": (8, 64), "lstm_0/recurrent": (16, 64),
+        "lstm_0/bias": (64,), "dense_0/kernel": (16, 27), "dense_0/bias": (27,)}
+    assert spec.output_shape() == (12, 27)
+    bias = spec.make_initial_weights()["lstm_0/bias"]
+    np.testing.assert_array_equal(bias, np.r_[np.zeros(16), np.ones(16), np.zeros(32)].astype(np.float32))
+
+
+def test_bad_architectures_and_names_are_refused():
+    with pytest.raises(ValueError, match="Flatten"):
+        tiny((Conv2D(4), Dense(3)), (8, 8, 1)).parameter_shapes()
+    with pytest.raises(ValueError, match="tabular"):
+        projects.load("tabulr")
+
+
+def test_a_missing_damaged_or_stale_weights_file_is_explained(tmp_path, monkeypatch):
+    monkeypatch.setattr(spec_module, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(spec_module, "REPOSITORY_ROOT", tmp_path)
+    spec = projects.load("tabular")
+    with pytest.raises(ValueError, match="save-weights tabular"):
+        spec.initial_weights()
+    digest = spec_module.save_weights(spec)
+    assert digest == spec.weights_sha256  # the same bytes as the committed file
+    assert sorted(spec.initial_weights()) == sorted(spec.parameter_shapes())
+    raw = bytearray(spec.weights_path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    spec.weights_path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="git checkout"):
+        spec.initial_weights()
+    wider = dataclasses.replace(spec, layers=(Dense(32, activation="relu"), Dense(3)))
+    spec_module.save_weights(spec)
+    with pytest.raises(ValueError, match="architecture needs"):
+        dataclasses.replace(wider, weights_sha256=digest).initial_weights()
+
+
+def test_the_save_weights_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(spec_module, "WEIGHTS_DIR", tmp_path)
+    projects_cli(["save-weights", "tabular"])
+    out = capsys.readouterr().out
+    assert "matches the spec" in out and (tmp_path / "tabular.npz").exists()
