@@ -111,3 +111,41 @@ def test_the_save_weights_command(tmp_path, monkeypatch, capsys):
     projects_cli(["save-weights", "tabular"])
     out = capsys.readouterr().out
     assert "matches the spec" in out and (tmp_path / "tabular.npz").exists()
+
+
+def test_a_reference_checks_types_and_shapes_before_values(tmp_path, monkeypatch):
+    monkeypatch.setattr(spec_module, "WEIGHTS_DIR", tmp_path)
+    spec = projects.load("tabular")
+    with pytest.raises(ValueError, match="save-reference tabular"):
+        spec.reference()
+    grads = {name: np.full(shape, 0.5) for name, shape in spec.parameter_shapes().items()}
+    spec_module.save_reference(spec, 1.25, grads)
+    reference = spec.reference()
+    assert reference.loss == 1.25 and set(reference.gradients) == set(grads)
+    reference.check(1.25 + 5e-5, {name: g.astype(np.float32) for name, g in grads.items()})
+
+    class Anything(float):
+        def __eq__(self, other):
+            return True
+
+        def __sub__(self, other):
+            return Anything(0.0)
+
+    bad_cases = [
+        (float("nan"), grads, "loss"),
+        (1.3, grads, "loss"),
+        (1.25, {**grads, "extra": np.zeros(1)}, "keys"),
+        (1.25, [g for g in grads.values()], "dict"),
+        (1.25, {**grads, "dense_0/kernel": np.full((16, 4), 0.5)}, "shape"),
+        (1.25, {**grads, "dense_1/bias": np.full(3, 0.5 + 2e-4)}, "dense_1/bias"),
+        (1.25, {**grads, "dense_1/bias": np.array([0.5, 0.5, np.nan])}, "dense_1/bias"),
+        (1.25, {**grads, "dense_0/bias": Anything(0.5)}, "shape"),
+    ]
+    for loss, gradients, message in bad_cases:
+        with pytest.raises(AssertionError, match=message):
+            reference.check(loss, gradients)
+    with pytest.raises(ValueError, match="architecture"):
+        spec_module.save_reference(spec, 1.0, {"dense_0/kernel": np.zeros((4, 16))})
+    spec.reference_path.write_bytes(b"not a numpy archive")
+    with pytest.raises(ValueError, match="cannot be read"):
+        spec.reference()

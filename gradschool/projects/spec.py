@@ -95,6 +95,34 @@ class Optimizer:
 
 # -------------------------------------------------------------------------------- spec
 @dataclass(frozen=True)
+class Reference:
+    """The loss on a project's first batch from its initial weights, and the gradient of every
+    parameter (canonical names and layout), float64."""
+    loss: float
+    gradients: dict[str, np.ndarray]
+
+    def check(self, loss: float, gradients: dict[str, np.ndarray], tolerance: float = 1e-4) -> None:
+        """Raise AssertionError, naming the first difference, unless `loss` and `gradients`
+        (canonical names, shapes and layout) agree with the reference within `tolerance`
+        (absolute, on the loss and on every gradient entry)."""
+        if not isinstance(gradients, dict) or set(gradients) != set(self.gradients):
+            names = sorted(gradients) if isinstance(gradients, dict) else type(gradients).__name__
+            raise AssertionError(f"gradients should be a dict with the keys {sorted(self.gradients)}, "
+                                 f"got {names}")
+        loss = float(loss)
+        if not abs(loss - self.loss) <= tolerance:
+            raise AssertionError(f"first-batch loss {loss:.6f}, the reference is {self.loss:.6f}")
+        for name, expected in self.gradients.items():
+            got = np.asarray(gradients[name], dtype=np.float64)
+            if got.shape != expected.shape:
+                raise AssertionError(f"gradient of {name}: shape {got.shape}, expected {expected.shape} "
+                                     f"(canonical layout: see gradschool.projects.spec)")
+            error = float(np.max(np.abs(got - expected))) if got.size else 0.0
+            if not error <= tolerance:
+                raise AssertionError(f"gradient of {name} differs from the reference by up to {error:.2e}")
+
+
+@dataclass(frozen=True)
 class Spec:
     """One project: everything its implementations must agree on."""
     name: str
@@ -195,6 +223,30 @@ class Spec:
     def weights_path(self) -> Path:
         return WEIGHTS_DIR / f"{self.name}.npz"
 
+    @property
+    def reference_path(self) -> Path:
+        return WEIGHTS_DIR / f"{self.name}.reference.npz"
+
+    def reference(self) -> Reference:
+        """The first batch's loss and gradients from the initial weights, which every
+        implementation must reproduce within 1e-4 before it trains (see `save_reference`)."""
+        path = self.reference_path
+        if not path.exists():
+            raise ValueError(f"{self.name}: {path} is missing; make it with `python -m gradschool.projects "
+                             f"save-reference {self.name} --from torch`")
+        try:
+            with np.load(path) as archive:
+                loss = float(archive["loss"])
+                gradients = {key.removeprefix("grad:"): archive[key] for key in archive.files
+                             if key.startswith("grad:")}
+        except (OSError, ValueError, KeyError) as error:
+            raise ValueError(f"{self.name}: {path} cannot be read ({error}); restore it with git checkout "
+                             f"or remake it with save-reference") from error
+        if {key: value.shape for key, value in gradients.items()} != self.parameter_shapes():
+            raise ValueError(f"{self.name}: {path} does not fit the architecture; remake it with "
+                             f"`python -m gradschool.projects save-reference {self.name} --from torch`")
+        return Reference(loss, gradients)
+
     def initial_weights(self) -> dict[str, np.ndarray]:
         """The project's initial weights, canonical layout, float32, from the committed file.
 
@@ -234,3 +286,18 @@ def save_weights(spec: Spec) -> str:
     temporary.write_bytes(data)
     temporary.replace(spec.weights_path)
     return hashlib.sha256(data).hexdigest()
+
+
+def save_reference(spec: Spec, loss: float, gradients: dict[str, np.ndarray]) -> Path:
+    """Write the first batch's loss and gradients (canonical names and shapes) as the reference
+    every implementation of `spec` is checked against."""
+    if {name: np.shape(value) for name, value in gradients.items()} != spec.parameter_shapes():
+        raise ValueError(f"{spec.name}: the gradients do not fit the architecture {spec.parameter_shapes()}")
+    buffer = io.BytesIO()
+    np.savez(buffer, loss=np.float64(loss),
+             **{f"grad:{name}": np.asarray(value, dtype=np.float64) for name, value in gradients.items()})
+    spec.reference_path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = spec.reference_path.with_suffix(".tmp")
+    temporary.write_bytes(buffer.getvalue())
+    temporary.replace(spec.reference_path)
+    return spec.reference_path
