@@ -1,4 +1,5 @@
-"""Export ``gradschool/engine/`` from the solution notebooks of Part 2: the engine's one source.
+"""Export ``gradschool/engine/`` from the solution notebooks of Part 2 (the engine's one source),
+and each Part 3 implementation ``gradschool/projects/<project>_<framework>.py`` from its notebook.
 
 A notebook that builds part of the engine names its module in its metadata::
 
@@ -90,11 +91,21 @@ def drift() -> list[str]:
         elif target.read_text() != text:
             problems.append(f"{target.relative_to(ROOT)} differs from what "
                             f"{notebook.relative_to(ROOT)} exports (run make export)")
-    engine = ROOT / "gradschool" / "engine"
-    for module in sorted(engine.glob("*.py")) if engine.exists() else []:
-        if module.name != "__init__.py" and module not in exported:
+    for module in generated_modules():
+        if module not in exported:
             problems.append(f"{module.relative_to(ROOT)} is exported by no notebook")
     return problems
+
+
+def generated_modules() -> list[Path]:
+    """The files that only an export may write: the engine's modules (not its hand-written
+    ``__init__``) and the projects' implementation modules, ``<project>_<framework>.py``."""
+    from gradschool.projects.spec import FRAMEWORKS
+
+    engine = sorted(p for p in (ROOT / "gradschool" / "engine").glob("*.py") if p.name != "__init__.py")
+    projects = sorted(p for p in (ROOT / "gradschool" / "projects").glob("*_*.py")
+                      if p.stem.rsplit("_", 1)[1] in FRAMEWORKS)
+    return engine + projects
 
 
 def export() -> list[Path]:

@@ -1,4 +1,5 @@
-"""The engine's code lives once: gradschool/engine/ is exactly what the Part 2 notebooks export."""
+"""The engine's code lives once: gradschool/engine/ is exactly what the Part 2 notebooks export
+(and each Part 3 implementation module what its notebook exports)."""
 
 from __future__ import annotations
 
@@ -46,3 +47,17 @@ def test_export_keeps_solutions_and_drops_everything_else(tmp_path):
     namespace: dict = {}
     exec(compile(text, "toy.py", "exec"), namespace)  # noqa: S102 -- the generated module runs
     assert namespace["double"](3) == 6 and namespace["root"](9) == 3
+
+
+def test_a_module_that_no_notebook_exports_is_reported(tmp_path, monkeypatch):
+    stray = tmp_path / "gradschool" / "projects" / "tabular_torch.py"
+    stray.parent.mkdir(parents=True)
+    stray.write_text("x = 1\n")
+    (tmp_path / "gradschool" / "projects" / "spec.py").write_text("")  # hand-written: not reported
+    (tmp_path / "gradschool" / "engine").mkdir()
+    (tmp_path / "gradschool" / "engine" / "__init__.py").write_text("")
+    (tmp_path / "gradschool" / "engine" / "toy.py").write_text("")
+    monkeypatch.setattr(export, "ROOT", tmp_path)
+    monkeypatch.setattr(export, "exporting_notebooks", lambda: [])
+    assert export.drift() == ["gradschool/engine/toy.py is exported by no notebook",
+                              "gradschool/projects/tabular_torch.py is exported by no notebook"]
