@@ -15,6 +15,8 @@ test fails when one differs from its notebook). Edit the notebooks, never the mo
              and data loading (Dataset, ArrayDataset, DataLoader, prefetch)
     conv     conv2d and max_pool2d on NCHW images (im2col: one matmul per convolution),
              and the layers Conv2d, MaxPool2d, Flatten; keep_freed_memory
+    sequence Embedding, softmax, the recurrent cells RNNCell and LSTMCell, LSTM, and causal
+             self-attention (causal_mask, causal_attention, CausalSelfAttention)
 """
 
 from gradschool.engine.conv import Conv2d, Flatten, MaxPool2d, conv2d, keep_freed_memory, max_pool2d
@@ -34,6 +36,16 @@ from gradschool.engine.nn import (
     xavier_uniform,
 )
 from gradschool.engine.scalar import Value
+from gradschool.engine.sequence import (
+    LSTM,
+    CausalSelfAttention,
+    Embedding,
+    LSTMCell,
+    RNNCell,
+    causal_attention,
+    causal_mask,
+    softmax,
+)
 from gradschool.engine.tensor import Tensor, concatenate, no_grad, stack
 from gradschool.engine.training import (
     SGD,
@@ -53,3 +65,5 @@ __all__ = ["Tensor", "Value", "concatenate", "no_grad", "stack",
 __all__ += ["SGD", "Adam", "AdamW", "ArrayDataset", "CosineSchedule", "DataLoader", "Dataset", "StepLR",
             "prefetch"]
 __all__ += ["Conv2d", "Flatten", "MaxPool2d", "conv2d", "keep_freed_memory", "max_pool2d"]
+__all__ += ["LSTM", "CausalSelfAttention", "Embedding", "LSTMCell", "RNNCell", "causal_attention",
+            "causal_mask", "softmax"]
