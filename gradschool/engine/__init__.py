@@ -17,9 +17,19 @@ test fails when one differs from its notebook). Edit the notebooks, never the mo
              and the layers Conv2d, MaxPool2d, Flatten; keep_freed_memory
     sequence Embedding, softmax, the recurrent cells RNNCell and LSTMCell, LSTM, and causal
              self-attention (causal_mask, causal_attention, CausalSelfAttention)
+    device   to_device (arrays, tensors and models between NumPy and CuPy), synchronize,
+             time_it (honest timing), and the roofline: matmul_cost, elementwise_cost, roofline
 """
 
 from gradschool.engine.conv import Conv2d, Flatten, MaxPool2d, conv2d, keep_freed_memory, max_pool2d
+from gradschool.engine.device import (
+    elementwise_cost,
+    matmul_cost,
+    roofline,
+    synchronize,
+    time_it,
+    to_device,
+)
 from gradschool.engine.nn import (
     GELU,
     Dropout,
@@ -67,3 +77,4 @@ __all__ += ["SGD", "Adam", "AdamW", "ArrayDataset", "CosineSchedule", "DataLoade
 __all__ += ["Conv2d", "Flatten", "MaxPool2d", "conv2d", "keep_freed_memory", "max_pool2d"]
 __all__ += ["LSTM", "CausalSelfAttention", "Embedding", "LSTMCell", "RNNCell", "causal_attention",
             "causal_mask", "softmax"]
+__all__ += ["elementwise_cost", "matmul_cost", "roofline", "synchronize", "time_it", "to_device"]
