@@ -17,6 +17,8 @@ test fails when one differs from its notebook). Edit the notebooks, never the mo
              and the layers Conv2d, MaxPool2d, Flatten; keep_freed_memory
     sequence Embedding, softmax, the recurrent cells RNNCell and LSTMCell, LSTM, and causal
              self-attention (causal_mask, causal_attention, CausalSelfAttention)
+    graph    trace Tensor code into a static Graph, gradients as a graph transformation,
+             passes (optimize) and compilation (compile_graph, Plan, jit)
     device   to_device (arrays, tensors and models between NumPy and CuPy), synchronize,
              time_it (honest timing), and the roofline: matmul_cost, elementwise_cost, roofline
 """
@@ -30,6 +32,7 @@ from gradschool.engine.device import (
     time_it,
     to_device,
 )
+from gradschool.engine.graph import Graph, Plan, Proxy, compile_graph, gradients, jit, optimize, trace
 from gradschool.engine.nn import (
     GELU,
     Dropout,
@@ -78,3 +81,4 @@ __all__ += ["Conv2d", "Flatten", "MaxPool2d", "conv2d", "keep_freed_memory", "ma
 __all__ += ["LSTM", "CausalSelfAttention", "Embedding", "LSTMCell", "RNNCell", "causal_attention",
             "causal_mask", "softmax"]
 __all__ += ["elementwise_cost", "matmul_cost", "roofline", "synchronize", "time_it", "to_device"]
+__all__ += ["Graph", "Plan", "Proxy", "compile_graph", "gradients", "jit", "optimize", "trace"]
