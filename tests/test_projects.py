@@ -149,3 +149,28 @@ def test_a_reference_checks_types_and_shapes_before_values(tmp_path, monkeypatch
     spec.reference_path.write_bytes(b"not a numpy archive")
     with pytest.raises(ValueError, match="cannot be read"):
         spec.reference()
+
+
+def test_prepare_standardises_with_the_training_statistics_only():
+    spec = projects.load("tabular")
+    prepared = spec.prepare()
+    raw = data.load(spec.dataset)
+    assert list(prepared) == list(data.SPLITS)
+    for name in data.SPLITS:
+        x, y = prepared[name]
+        assert x.dtype == np.float32 and y.dtype == np.int64 and x.shape == getattr(raw, name).x.shape
+    x_train = prepared["train"][0]
+    np.testing.assert_allclose(x_train.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(x_train.std(axis=0), 1, atol=1e-5)
+    mean, std = raw.train.x.mean(axis=0, dtype=np.float64), raw.train.x.std(axis=0, dtype=np.float64)
+    np.testing.assert_allclose(prepared["test"][0], (raw.test.x - mean) / std, rtol=1e-6, atol=1e-6)
+    x, y = spec.first_batch()
+    assert x.shape == (spec.batch_size, 4) and np.array_equal(y, prepared["train"][1][:spec.batch_size])
+
+
+def test_prepare_gives_images_their_channel_axis_unscaled():
+    spec = projects.load("images")
+    x, y = spec.prepare()["val"]
+    raw = data.load(spec.dataset).val
+    assert x.shape == (*raw.x.shape, 1) and x.dtype == np.float32 and y.dtype == np.int64
+    np.testing.assert_array_equal(x[..., 0], raw.x)

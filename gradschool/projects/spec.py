@@ -138,6 +138,7 @@ class Spec:
     target_split: str = "test"
     higher_is_better: bool = True
     seed: int = 0                 # initial weights and, where a framework allows, training
+    standardise: bool = False     # features scaled by the training split's mean and std (ddof=0)
     weights_sha256: str = ""
     implementations: tuple[str, ...] = FRAMEWORKS
     notes: dict[str, str] = field(default_factory=dict)  # preprocessing, augmentation, ...
@@ -189,6 +190,33 @@ class Spec:
 
     def parameter_count(self) -> int:
         return sum(math.prod(shape) for shape in self.parameter_shapes().values())
+
+    def prepare(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The dataset's splits after the spec's preprocessing, written once for every framework
+        (it is NumPy and belongs to none): {"train", "val", "test"}: (x float32 in the canonical
+        layout, y int64). Standardising uses the training split's mean and standard deviation
+        (ddof=0, computed in float64) for all three splits, so nothing about validation or test
+        data leaks into training; images get their channel axis, last."""
+        from gradschool import data
+
+        splits = data.load(self.dataset)
+        if self.standardise:
+            mean = splits.train.x.mean(axis=0, dtype=np.float64)
+            std = splits.train.x.std(axis=0, dtype=np.float64)
+        prepared = {}
+        for name in data.SPLITS:
+            x, y = getattr(splits, name)
+            if self.standardise:
+                x = (x - mean) / std
+            if len(self.input_shape) == 3 and x.ndim == 3:  # (n, h, w) -> (n, h, w, 1)
+                x = x[..., None]
+            prepared[name] = (np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64))
+        return prepared
+
+    def first_batch(self) -> tuple[np.ndarray, np.ndarray]:
+        """The first batch_size training examples after preprocessing, unshuffled: (x, y)."""
+        x, y = self.prepare()["train"]
+        return x[:self.batch_size], y[:self.batch_size]
 
     def make_initial_weights(self) -> dict[str, np.ndarray]:
         """Fresh float32 weights from np.random.default_rng(seed), layer by layer.

@@ -18,6 +18,7 @@ SPEC = Spec(
     metric="accuracy",
     target=0.95,
     seed=0,
+    standardise=True,
     weights_sha256="fcd49deb9b296e8eedc192613d37d245d3af1afa2db44c067125bd3e4eaa0e05",
     notes={
         "preprocessing": "standardise each feature with the mean and standard deviation (ddof=0) "
