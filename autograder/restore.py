@@ -56,6 +56,14 @@ def _normal(source: str) -> str:
     return "\n".join(line.rstrip() for line in source.strip().splitlines())
 
 
+def _signature(source: str) -> str | None:
+    """The first `def` or `class` line of a cell, normalised, or None when it has none."""
+    for line in _normal(source).splitlines():
+        if line.startswith(("def ", "class ", "async def ")):
+            return line
+    return None
+
+
 @dataclass
 class Restored:
     notebook: NotebookNode
@@ -95,19 +103,26 @@ def restore(submission: NotebookNode, release: NotebookNode) -> Restored:
                 taken.add(j)
                 break
 
-    # 3. by place: between the cells already matched, the most similar free cell of its type
+    # 3. by place: between the cells already matched, the most similar free cell of its type.
+    # A test cell is never placed this way: its content is fixed, so one not found by id or
+    # content was deleted or rewritten. An answer cell is placed only on a cell that still
+    # holds its function's or class's first line (students keep the signature they were given).
     for i, cell in wanted:
         if i in match:
             continue
         before = max((match[k] for k in match if k < i), default=-1)
         after = min((match[k] for k in match if k > i), default=len(sub.cells))
-        candidates = [j for j in range(before + 1, after) if free(j, cell.cell_type)]
+        nbgrader = cell.metadata["nbgrader"]
+        signature = _signature(cell.source) if nbgrader.get("solution") else None
+        candidates = [j for j in range(before + 1, after) if free(j, cell.cell_type)
+                      and not (nbgrader.get("grade") and not nbgrader.get("solution"))
+                      and (signature is None or signature in _normal(sub.cells[j].source))]
         if not candidates:
             raise CannotRestore(
                 f"the cell '{_grade_id(cell)}' ({cell.cell_type}, starting "
                 f"{cell.source.strip().splitlines()[0][:60] if cell.source.strip() else '(empty)'!r})"
-                " was deleted or moved, and its nbgrader metadata is gone: it cannot be graded. "
-                "Ask the student to copy their answers into a fresh copy of the release notebook."
+                " was deleted, moved or rewritten, and its nbgrader metadata is gone: it cannot be "
+                "graded. Ask the student to copy their answers into a fresh copy of the release notebook."
             )
 
         def similarity(j: int, reference: str = cell.source) -> float:

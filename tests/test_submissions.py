@@ -98,3 +98,31 @@ def test_kept_metadata_is_left_alone():
     name = notebooks(assignment)[0]
     result = restore.restore(answered(assignment, name), release(assignment, name))
     assert result.restored == []
+
+
+def test_a_rewritten_test_or_an_answer_without_its_signature_is_never_guessed_by_place():
+    """Without ids and metadata, a test cell must be found by its exact content, and an answer
+    only on a cell that still holds its function's first line: a neighbouring cell never
+    receives their metadata (which would grade the wrong code)."""
+    assignment, name = "03_tabular", "tabular_torch"
+    rel = release(assignment, name)
+    ids = [i for i, c in enumerate(rel.cells) if grade_id(c)]
+    test_at = next(i for i in ids if rel.cells[i].metadata["nbgrader"].get("grade")
+                   and not rel.cells[i].metadata["nbgrader"].get("solution"))
+    answer_at = next(i for i in ids if rel.cells[i].metadata["nbgrader"].get("solution"))
+
+    def stripped():
+        nb = strip_metadata(answered(assignment, name))
+        for cell in nb.cells:
+            cell.pop("id", None)
+        return nb
+
+    assert restore.restore(stripped(), rel).restored  # the untouched notebook restores
+    nb = stripped()
+    nb.cells[test_at].source += "\nassert True  # my own addition"
+    with pytest.raises(restore.CannotRestore, match=grade_id(rel.cells[test_at])):
+        restore.restore(nb, rel)
+    nb = stripped()
+    nb.cells[answer_at].source = "print('I deleted the function')"
+    with pytest.raises(restore.CannotRestore, match=grade_id(rel.cells[answer_at])):
+        restore.restore(nb, rel)
