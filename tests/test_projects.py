@@ -37,11 +37,18 @@ def test_every_spec_fits_its_dataset(name):
     assert spec.name == name and set(spec.implementations) <= set(spec_module.FRAMEWORKS)
     splits = data.load(spec.dataset)
     x = splits.train.x
-    # images come without their channel axis
-    assert x.shape[1:] in (tuple(spec.input_shape), tuple(spec.input_shape[:-1]))
+    if spec.alphabet:  # text: strings that encode to input_shape tokens
+        assert spec.encode(x)[0].shape == (len(x), *spec.input_shape)
+        assert spec.output_shape()[-1] == len(spec.alphabet)
+    else:  # images come without their channel axis
+        assert x.shape[1:] in (tuple(spec.input_shape), tuple(spec.input_shape[:-1]))
     if splits.classes is not None and spec.metric == "accuracy":
         assert spec.output_shape()[-1] == len(splits.classes)
-    assert 0 < spec.target <= 1 and spec.target_split in data.SPLITS
+    if spec.metric == "accuracy":
+        assert 0 < spec.target <= 1 and spec.higher_is_better
+    else:
+        assert spec.metric == "loss" and spec.target > 0 and not spec.higher_is_better
+    assert spec.target_split in data.SPLITS
 
 
 @pytest.mark.parametrize("name", projects.PROJECTS)
@@ -174,3 +181,20 @@ def test_prepare_gives_images_their_channel_axis_unscaled():
     raw = data.load(spec.dataset).val
     assert x.shape == (*raw.x.shape, 1) and x.dtype == np.float32 and y.dtype == np.int64
     np.testing.assert_array_equal(x[..., 0], raw.x)
+
+
+def test_text_is_encoded_as_next_character_targets():
+    spec = projects.load("sequences")
+    x, y = spec.encode(["ab", "zoe"])
+    assert x.dtype == y.dtype == np.int64 and x.shape == y.shape == (2, 12)
+    assert x[0].tolist() == [0, 1, 2] + [0] * 9 and y[0].tolist() == [1, 2, 0] + [-1] * 9
+    assert x[1, :4].tolist() == [0, 26, 15, 5] and y[1, :4].tolist() == [26, 15, 5, 0]
+    for bad in ["a" * 12, "anne-marie", "o.k"]:
+        with pytest.raises(ValueError, match="sequences"):
+            spec.encode([bad])
+    prepared = spec.prepare()
+    raw = data.load(spec.dataset)
+    for name in data.SPLITS:
+        inputs, targets = prepared[name]
+        assert inputs.shape == (len(getattr(raw, name).x), 12)
+        assert ((targets >= 0).sum(axis=1) == np.char.str_len(getattr(raw, name).x) + 1).all()

@@ -14,7 +14,7 @@ import importlib
 
 from gradschool.projects.spec import Spec
 
-PROJECTS = ("tabular", "images")
+PROJECTS = ("tabular", "images", "sequences")
 
 
 def load(name: str) -> Spec:

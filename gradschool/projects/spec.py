@@ -139,6 +139,7 @@ class Spec:
     higher_is_better: bool = True
     seed: int = 0                 # initial weights and, where a framework allows, training
     standardise: bool = False     # features scaled by the training split's mean and std (ddof=0)
+    alphabet: str = ""            # text: the tokens, index 0 first (the boundary token, "."), then the rest
     weights_sha256: str = ""
     implementations: tuple[str, ...] = FRAMEWORKS
     notes: dict[str, str] = field(default_factory=dict)  # preprocessing, augmentation, ...
@@ -193,10 +194,15 @@ class Spec:
 
     def prepare(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """The dataset's splits after the spec's preprocessing, written once for every framework
-        (it is NumPy and belongs to none): {"train", "val", "test"}: (x float32 in the canonical
-        layout, y int64). Standardising uses the training split's mean and standard deviation
-        (ddof=0, computed in float64) for all three splits, so nothing about validation or test
-        data leaks into training; images get their channel axis, last."""
+        (it is NumPy and belongs to none): {"train", "val", "test"}: (x, y) in the canonical layout.
+
+        Features and images: x float32, y int64 labels. Standardising uses the training split's
+        mean and standard deviation (ddof=0, computed in float64) for all three splits, so nothing
+        about validation or test data leaks into training; images get their channel axis, last.
+        Text (a spec with an alphabet): each string becomes a row of input_shape[0] tokens,
+        x = boundary, c1, c2, ... and y = c1, c2, ..., boundary (the next token at every step),
+        x padded with the boundary token and y with -1, a position no loss may count.
+        """
         from gradschool import data
 
         splits = data.load(self.dataset)
@@ -206,12 +212,34 @@ class Spec:
         prepared = {}
         for name in data.SPLITS:
             x, y = getattr(splits, name)
+            if self.alphabet:
+                prepared[name] = self.encode(x)
+                continue
             if self.standardise:
                 x = (x - mean) / std
             if len(self.input_shape) == 3 and x.ndim == 3:  # (n, h, w) -> (n, h, w, 1)
                 x = x[..., None]
             prepared[name] = (np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64))
         return prepared
+
+    def encode(self, texts) -> tuple[np.ndarray, np.ndarray]:
+        """Strings -> (inputs, next-token targets), int64 arrays (n, input_shape[0]), as `prepare`
+        describes; a string too long or with a character outside the alphabet is refused."""
+        steps = self.input_shape[0]
+        index = {character: i for i, character in enumerate(self.alphabet)}
+        x = np.zeros((len(texts), steps), dtype=np.int64)
+        y = np.full((len(texts), steps), -1, dtype=np.int64)
+        for row, text in enumerate(texts):
+            if len(text) >= steps:
+                raise ValueError(f"{self.name}: {text!r} has {len(text)} characters; at most {steps - 1} fit")
+            unknown = set(text) - set(index) - {self.alphabet[0]}
+            if unknown or self.alphabet[0] in text:
+                raise ValueError(f"{self.name}: {text!r} has characters outside the alphabet "
+                                 f"{self.alphabet[1:]!r}")
+            codes = [index[c] for c in text]
+            x[row, 1:len(codes) + 1] = codes
+            y[row, :len(codes) + 1] = [*codes, 0]
+        return x, y
 
     def first_batch(self) -> tuple[np.ndarray, np.ndarray]:
         """The first batch_size training examples after preprocessing, unshuffled: (x, y)."""
