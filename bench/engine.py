@@ -104,6 +104,23 @@ def timed(step, rounds: int, repeat: int) -> float:
     return statistics.median(samples)
 
 
+def interleaved(steps: dict, rounds: int, repeat: int, warm: int = 3) -> dict[str, float]:
+    """Median seconds per step of each of ``steps`` (name -> callable), timed in turns.
+
+    Interleaved, so that a noisy moment hits all of them alike, and in a rotating order, so
+    that none always runs right after PyTorch's worker threads (which spin for a while after
+    each op: a short pause lets them sleep); ``warm`` untimed steps precede each timing.
+    """
+    times = {name: [] for name in steps}
+    names = list(steps)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            time.sleep(0.05)
+            timed(steps[name], 1, warm)
+            times[name].append(timed(steps[name], 1, repeat))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def main(rounds: int = 7, repeat: int = 20) -> dict[str, float]:
     x, y, params = problem()
     numpy_params = [p.copy() for p in params]
@@ -121,17 +138,7 @@ def main(rounds: int = 7, repeat: int = 20) -> dict[str, float]:
         raise SystemExit(f"the implementations disagree on the first loss: {first}")
     for step in steps.values():  # warm up caches and allocators
         timed(step, 1, 5)
-    times = {name: [] for name in steps}
-    names = list(steps)
-    for r in range(rounds):
-        # Interleaved, so that a noisy moment hits all of them alike, and in a rotating order,
-        # so that none always runs right after PyTorch's worker threads (which spin for a
-        # while after each op: a short pause lets them sleep); the first steps are not timed.
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            time.sleep(0.05)
-            timed(steps[name], 1, 3)
-            times[name].append(timed(steps[name], 1, repeat))
-    result = {name: statistics.median(t) for name, t in times.items()}
+    result = interleaved(steps, rounds, repeat)
     print(f"MLP {IN}-{HIDDEN}-{OUT} training step, batch {BATCH}, float32 "
           f"(median of {rounds} rounds of {repeat} steps):")
     for name, seconds in result.items():
@@ -191,18 +198,12 @@ def graph_step(rounds: int = 7, repeat: int = 20, batch: int = 16) -> dict[str, 
     if abs(first["eager"] - first["compiled"]) > 1e-4:
         raise SystemExit(f"the eager and compiled steps disagree on the first loss: {first}")
     with threadpool_limits(limits=1, user_api="blas"):  # every BLAS loaded by now, SciPy's too
-        times = {name: [] for name in steps}
-        names = list(steps)
-        for r in range(rounds):
-            for name in names[r % 2:] + names[:r % 2]:  # rotating order, as in main
-                time.sleep(0.05)
-                timed(steps[name], 1, 3)
-                times[name].append(timed(steps[name], 1, repeat))
-    result = {f"graph_{name}": statistics.median(t) for name, t in times.items()}
+        medians = interleaved(steps, rounds, repeat)
+    result = {f"graph_{name}": seconds for name, seconds in medians.items()}
     ratio = result["graph_eager"] / result["graph_compiled"]
     print(f"MLP {IN}-{HIDDEN}-{OUT} training step, batch {batch}, eager engine against the compiled graph:")
-    for name in names:
-        print(f"  {name:<9}{result[f'graph_{name}'] * 1e3:7.3f} ms")
+    for name, seconds in medians.items():
+        print(f"  {name:<9}{seconds * 1e3:7.3f} ms")
     print(f"  eager / compiled = {ratio:.2f}  (target >= 1.30: {'met' if ratio >= 1.3 else 'NOT met'})")
     return result
 
@@ -254,15 +255,9 @@ def cnn_step(rounds: int, repeat: int) -> dict[str, float]:
     first = engine(), eager()
     if abs(first[0] - first[1]) > 1e-4:
         raise SystemExit(f"the CNN implementations disagree on the first loss: {first}")
+
     def measure():
-        times = {"engine": [], "torch": []}
-        steps = [("engine", engine), ("torch", eager)]
-        for r in range(rounds):
-            for name, step in steps if r % 2 else steps[::-1]:  # alternate which goes first
-                time.sleep(0.05)
-                timed(step, 1, 2)
-                times[name].append(timed(step, 1, max(1, repeat // 4)))
-        return {name: statistics.median(t) for name, t in times.items()}
+        return interleaved({"engine": engine, "torch": eager}, rounds, max(1, repeat // 4), warm=2)
 
     # First with the C allocator's defaults, then as the convolution notebook trains: with
     # freed memory kept for reuse (no page faults for the big temporaries at every step).
@@ -275,9 +270,11 @@ def cnn_step(rounds: int, repeat: int) -> dict[str, float]:
         ratio = figures["engine"] / figures["torch"]
         print(f"  {label}: engine {figures['engine'] * 1e3:7.3f} ms, torch {figures['torch'] * 1e3:7.3f} ms, "
               f"engine / torch eager = {ratio:.2f}")
-    ratio = tuned["engine"] / tuned["torch"]
-    print(f"  engine / torch eager = {ratio:.2f}  (target <= 2.00: {'met' if ratio <= 2.0 else 'NOT met'}"
-          f"{', with keep_freed_memory()' if kept else ''})")
+    # The target against PyTorch's faster figure of the two: the setting may not help it.
+    torch_best = min(default["torch"], tuned["torch"])
+    ratio = tuned["engine"] / torch_best
+    print(f"  engine{' with keep_freed_memory()' if kept else ''} / torch's faster figure = {ratio:.2f}  "
+          f"(target <= 2.00: {'met' if ratio <= 2.0 else 'NOT met'})")
     cnn = {f"cnn_{name}": seconds for name, seconds in tuned.items()}
     cnn.update({f"cnn_{name}_default_malloc": seconds for name, seconds in default.items()})
     return cnn
