@@ -6,7 +6,8 @@ gradschool/projects/<project>_<framework>.py exists (solutions/README.md, Part 3
 - the first batch's loss and every gradient, from the project's initial weights, agree with the
   committed reference within 1e-4 (canonical names and shapes checked first);
 - first_batch() agrees across the implementations and with this file's framework-neutral
-  preprocessing (same shapes, float32 inputs, integer labels, values within 1e-6);
+  preprocessing (same shapes, float32 inputs (token indices for text), integer labels, values
+  within 1e-6);
 - set_weights then get_weights gives back the initial weights exactly;
 - the module follows its SPEC: with a modified spec put in its place (a wider layer, another
   batch size), build_model, set_weights, get_weights and first_batch follow it;
@@ -112,7 +113,10 @@ def test_first_batch_is_the_same_everywhere(project):
         x, y = implementation(project, framework).first_batch()
         assert isinstance(x, np.ndarray) and isinstance(y, np.ndarray), (
             f"{framework}: first_batch(): NumPy arrays expected, not {type(x).__name__}, {type(y).__name__}")
-        assert x.dtype == np.float32, f"{framework}: inputs {x.dtype}, expected float32"
+        if spec.alphabet:  # text: token indices
+            assert x.dtype.kind in "iu", f"{framework}: inputs {x.dtype}, expected integer token indices"
+        else:
+            assert x.dtype == np.float32, f"{framework}: inputs {x.dtype}, expected float32"
         assert y.dtype.kind in "iu", f"{framework}: labels {y.dtype}, expected integers"
         assert x.shape == (spec.batch_size, *spec.input_shape), (
             f"{framework}: inputs {x.shape}, expected (batch_size, *input_shape) = "
