@@ -42,8 +42,8 @@ def test_every_spec_fits_its_dataset(name):
         assert spec.output_shape()[-1] == len(spec.alphabet)
     else:  # images come without their channel axis
         assert x.shape[1:] in (tuple(spec.input_shape), tuple(spec.input_shape[:-1]))
-    if splits.classes is not None and spec.metric == "accuracy":
-        assert spec.output_shape()[-1] == len(splits.classes)
+    if splits.classes is not None and spec.metric == "accuracy":  # one logit per class kept
+        assert spec.output_shape()[-1] == len(spec.classes or splits.classes)
     if spec.metric == "accuracy":
         assert 0 < spec.target <= 1 and spec.higher_is_better
     else:
@@ -198,3 +198,54 @@ def test_text_is_encoded_as_next_character_targets():
         inputs, targets = prepared[name]
         assert inputs.shape == (len(getattr(raw, name).x), 12)
         assert ((targets >= 0).sum(axis=1) == np.char.str_len(getattr(raw, name).x) + 1).all()
+
+
+def test_classes_are_kept_and_renumbered_in_their_order():
+    spec = dataclasses.replace(projects.load("images"), classes=(7, 2))
+    raw, prepared = data.load("mnist"), spec.prepare()
+    for name in data.SPLITS:
+        y_raw = getattr(raw, name).y
+        x, y = prepared[name]
+        assert x.shape == (int(np.isin(y_raw, (7, 2)).sum()), 28, 28, 1) and y.dtype == np.int64
+        np.testing.assert_array_equal(y, np.where(y_raw[np.isin(y_raw, (7, 2))] == 7, 0, 1))
+    np.testing.assert_array_equal(prepared["test"][0][:, :, :, 0], raw.test.x[np.isin(raw.test.y, (7, 2))])
+
+
+def test_few_labels_come_in_disjoint_draws_from_the_training_split_only():
+    from gradschool.projects import transfer
+
+    spec = transfer.FINETUNE
+    assert spec.labels_per_class == 2 and len(spec.classes) == 5
+    raw_train = data.load("mnist").train
+    seen = set()
+    for draw, drawn in enumerate(transfer.draws()):
+        prepared = drawn.prepare()
+        x, y = prepared["train"]
+        assert x.shape == (10, 28, 28, 1)
+        assert np.bincount(y, minlength=5).tolist() == [2] * 5
+        rows = {int(np.flatnonzero((raw_train.x == image).all(axis=(1, 2)))[0]) for image in x[..., 0]}
+        assert rows.isdisjoint(seen), "the draws should use different examples"
+        seen |= rows
+        expected = {int(row) for c in spec.classes
+                    for row in np.flatnonzero(raw_train.y == c)[2 * draw:2 * draw + 2]}
+        assert rows == expected, f"draw {draw}: examples 2*draw and 2*draw+1 of each class, in split order"
+        assert len(prepared["test"][1]) == int(np.isin(data.load("mnist").test.y, spec.classes).sum())
+    with pytest.raises(ValueError, match="label draw 1000"):
+        dataclasses.replace(spec, label_draw=1000).prepare()
+
+
+def test_trainable_names_layers_and_is_checked():
+    from gradschool.projects import transfer
+
+    assert transfer.FINETUNE.trainable_parameters() == ("dense_0/kernel", "dense_0/bias")
+    assert transfer.SPEC.trainable_parameters() == tuple(transfer.SPEC.parameter_shapes())
+    with pytest.raises(ValueError, match="pool_0"):
+        dataclasses.replace(transfer.FINETUNE, trainable=("pool_0",)).trainable_parameters()
+
+
+def test_transfer_shares_one_set_of_initial_weights():
+    from gradschool.projects import transfer
+
+    assert transfer.FINETUNE.weights_path == transfer.SPEC.weights_path
+    assert transfer.FINETUNE.parameter_shapes() == transfer.SPEC.parameter_shapes()
+    assert 0 < transfer.MIN_GAIN < 1 and transfer.DRAWS >= 3

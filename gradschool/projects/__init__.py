@@ -14,7 +14,7 @@ import importlib
 
 from gradschool.projects.spec import Spec
 
-PROJECTS = ("tabular", "images", "sequences")
+PROJECTS = ("tabular", "images", "sequences", "transfer")
 
 
 def load(name: str) -> Spec:

@@ -25,6 +25,7 @@ does not change.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import math
@@ -140,6 +141,10 @@ class Spec:
     seed: int = 0                 # initial weights and, where a framework allows, training
     standardise: bool = False     # features scaled by the training split's mean and std (ddof=0)
     alphabet: str = ""            # text: the tokens, index 0 first (the boundary token, "."), then the rest
+    classes: tuple[int, ...] = ()  # the dataset's labels kept, in this order: class i is classes[i]; () all
+    labels_per_class: int = 0     # training split only: so many examples of each class; 0 all
+    label_draw: int = 0           # which disjoint set: examples [draw * n, (draw + 1) * n) of each class
+    trainable: tuple[str, ...] = ()  # layers (conv_0, dense_0, ...) whose parameters train; () all
     weights_sha256: str = ""
     implementations: tuple[str, ...] = FRAMEWORKS
     notes: dict[str, str] = field(default_factory=dict)  # preprocessing, augmentation, ...
@@ -192,6 +197,19 @@ class Spec:
     def parameter_count(self) -> int:
         return sum(math.prod(shape) for shape in self.parameter_shapes().values())
 
+    def trainable_parameters(self) -> tuple[str, ...]:
+        """The canonical names of the parameters that train: those of the layers named in
+        `trainable`, or all of them; the others stay frozen at the values they were given."""
+        names = tuple(self.parameter_shapes())
+        if not self.trainable:
+            return names
+        layers = {name.split("/")[0] for name in names}
+        unknown = [layer for layer in self.trainable if layer not in layers]
+        if unknown:
+            raise ValueError(f"{self.name}: trainable names {unknown}, which are not layers with "
+                             f"parameters; choose from {sorted(layers)}")
+        return tuple(name for name in names if name.split("/")[0] in self.trainable)
+
     def prepare(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """The dataset's splits after the spec's preprocessing, written once for every framework
         (it is NumPy and belongs to none): {"train", "val", "test"}: (x, y) in the canonical layout.
@@ -202,10 +220,18 @@ class Spec:
         Text (a spec with an alphabet): each string becomes a row of input_shape[0] tokens,
         x = boundary, c1, c2, ... and y = c1, c2, ..., boundary (the next token at every step),
         x padded with the boundary token and y with -1, a position no loss may count.
+
+        A spec with `classes` keeps only those labels, renumbered 0, 1, ... in that order, in
+        every split; with `labels_per_class` the training split keeps `labels_per_class`
+        examples of each class (the `label_draw`-th such set, in the split's order), the few
+        labels of a transfer-learning task. The statistics for `standardise` are those of the
+        whole training split either way.
         """
         from gradschool import data
 
         splits = data.load(self.dataset)
+        if self.classes or self.labels_per_class:
+            splits = self._select(splits)
         if self.standardise:
             mean = splits.train.x.mean(axis=0, dtype=np.float64)
             std = splits.train.x.std(axis=0, dtype=np.float64)
@@ -221,6 +247,34 @@ class Spec:
                 x = x[..., None]
             prepared[name] = (np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64))
         return prepared
+
+    def _select(self, splits):
+        """The splits with only `classes` (renumbered in their order) and, in training,
+        `labels_per_class` examples of each."""
+        from gradschool import data
+
+        wanted = list(self.classes) if self.classes else sorted(np.unique(splits.train.y).tolist())
+        number = np.full(max(int(splits.train.y.max()), *wanted) + 1, -1, dtype=np.int64)
+        number[wanted] = np.arange(len(wanted))
+        parts = {}
+        for name in data.SPLITS:
+            x, y = getattr(splits, name)
+            keep = np.isin(y, wanted)
+            x, y = x[keep], number[y[keep]]
+            if name == "train" and self.labels_per_class:
+                n, draw = self.labels_per_class, self.label_draw
+                rows = []
+                for label, original in enumerate(wanted):
+                    where = np.flatnonzero(y == label)[draw * n:(draw + 1) * n]
+                    if len(where) < n:
+                        raise ValueError(f"{self.name}: label draw {draw} needs {n} training examples of "
+                                         f"class {original}, the split has {int(np.sum(y == label))}; "
+                                         f"choose a smaller labels_per_class or label_draw")
+                    rows.append(where)
+                order = np.sort(np.concatenate(rows))
+                x, y = x[order], y[order]
+            parts[name] = data.Part(x, y)
+        return dataclasses.replace(splits, **parts)
 
     def encode(self, texts) -> tuple[np.ndarray, np.ndarray]:
         """Strings -> (inputs, next-token targets), int64 arrays (n, input_shape[0]), as `prepare`
