@@ -19,14 +19,17 @@ SPEC = Spec(
     metric="accuracy",
     target=0.97,
     seed=0,
+    max_shift=2,
+    schedule="warmup_cosine",
+    warmup_steps=50,
     weights_sha256="cfb9fe5a632d5f995bf5248ce8dd3a8f85e8b0fe4876768a03814632c511945d",
     notes={
         "preprocessing": "pixels in [0, 1] as gradschool.data gives them; channels last (28, 28, 1), "
                          "or NCHW (1, 28, 28) where the framework's convolutions want it",
-        "augmentation": "each training batch shifted by one random (dy, dx) in [-2, 2] pixels, "
-                        "zeros coming in",
-        "schedule": "learning rate warmed up linearly over the first 50 steps, then cosine decay "
-                    "to 0 at the last step",
+        "augmentation": "each training batch shifted by one random (dy, dx) in [-max_shift, "
+                        "max_shift] pixels, zeros coming in",
+        "schedule": "learning rate warmed up linearly over the first warmup_steps steps, then "
+                    "cosine decay to 0 at the last step",
         "loss": "softmax cross-entropy from the logits, averaged over the batch",
     },
 )

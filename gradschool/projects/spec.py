@@ -141,6 +141,10 @@ class Spec:
     seed: int = 0                 # initial weights and, where a framework allows, training
     standardise: bool = False     # features scaled by the training split's mean and std (ddof=0)
     alphabet: str = ""            # text: the tokens, index 0 first (the boundary token, "."), then the rest
+    max_shift: int = 0            # augmentation: each training batch shifted by one random (dy, dx)
+    #                               in [-max_shift, max_shift] pixels, zeros coming in; 0 none
+    schedule: str = "constant"    # learning rate: "constant", or "warmup_cosine": linear warm-up
+    warmup_steps: int = 0         # over warmup_steps steps, then cosine decay to 0 at the last step
     classes: tuple[int, ...] = ()  # the dataset's labels kept, in this order: class i is classes[i]; () all
     labels_per_class: int = 0     # training split only: so many examples of each class; 0 all
     label_draw: int = 0           # which disjoint set: examples [draw * n, (draw + 1) * n) of each class
