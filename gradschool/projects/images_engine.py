@@ -243,6 +243,8 @@ def make_schedule(optimizer, total_steps):
     total_steps - 1): a CosineSchedule on `optimizer` whose learning rate at step t (after t calls
     of its step()) is optimizer.lr * (t + 1) / SPEC.warmup_steps during the warm-up, optimizer.lr at
     step SPEC.warmup_steps, and exactly 0 at the last step, total_steps - 1."""
+    if SPEC.schedule != "warmup_cosine":
+        raise ValueError(f"this module schedules \"warmup_cosine\", the spec asks for {SPEC.schedule!r}")
     return CosineSchedule(optimizer, total_steps=total_steps - 1, warmup_steps=SPEC.warmup_steps)
 
 
