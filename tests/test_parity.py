@@ -200,8 +200,6 @@ def test_save_then_load_predicts_the_same(project, framework, tmp_path):
 # The implementations a spec names whose notebook is still being written. Each is an expected
 # failure, strict: the day its notebook lands, its test fails until its name is removed here.
 NOT_YET_WRITTEN = {
-    "images": ("torch", "keras", "jax"),
-    "transfer": ("torch", "keras", "jax"),
 }
 
 
