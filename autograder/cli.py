@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -26,8 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     g = commands.add_parser("grade", help="grade every submission of one assignment")
     g.add_argument("assignment", help="an assignment folder of solutions/, e.g. 01_numpy")
     g.add_argument("submissions", type=Path,
-                   help="<student>/<assignment>/<notebook>.ipynb (nbgrader) or "
-                        "<student>--<notebook>.ipynb (flat)")
+                   help="a folder: <student>/<assignment>/<notebook>.ipynb (nbgrader) or "
+                        "<student>--<notebook>.ipynb (flat); or an LMS's .zip (see --id-pattern)")
     g.add_argument("--out", type=Path, required=True,
                    help="where grades.csv, feedback/ and grading.log go")
     g.add_argument("--gradebook", type=Path, default=None,
@@ -38,6 +39,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="seconds one notebook may run (default: %(default)s)")
     g.add_argument("--memory-mb", type=int, default=grading.DEFAULT_MEMORY_MB,
                    help="memory one notebook may use, in MB (default: %(default)s)")
+    g.add_argument("--resume", action="store_true",
+                   help="keep the rows of OUT/grades.csv whose submitted file is unchanged (sha256); "
+                        "grade the rest")
+    g.add_argument("--id-pattern", default=None, metavar="REGEX",
+                   help="for a zip: a regular expression on each member's path, with a named group "
+                        "'student' (and optionally 'notebook', the file as handed in). Default, for "
+                        "Canvas names like smithjane_12345_67890_start.ipynb (student 12345): "
+                        + grading.submissions.DEFAULT_ID_PATTERN.replace("%", "%%"))
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -65,11 +74,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.timeout <= 0 or args.memory_mb <= 0:
         print("error: --timeout and --memory-mb must be positive", file=sys.stderr)
         return 2
-    rows = grading.grade(
-        args.assignment, args.submissions, args.out, gradebook=args.gradebook,
-        workers=args.workers, timeout=args.timeout, memory_mb=args.memory_mb,
-        progress=not args.quiet,
-    )
+    def stop(signum, frame):  # a kill ends the run like Ctrl-C: finished rows are kept, jobs stopped
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        rows = grading.grade(
+            args.assignment, args.submissions, args.out, gradebook=args.gradebook,
+            workers=args.workers, timeout=args.timeout, memory_mb=args.memory_mb,
+            progress=not args.quiet, resume=args.resume, id_pattern=args.id_pattern,
+        )
+    except KeyboardInterrupt:
+        print(f"interrupted: the notebooks graded so far are in {args.out / 'grades.csv'}; "
+              "the same command with --resume grades the rest", file=sys.stderr)
+        return 130
     counts: dict[str, int] = {}
     for row in rows:
         counts[row.status] = counts.get(row.status, 0) + 1

@@ -3,12 +3,16 @@
 What this adds to nbgrader, in the order a run does it:
 
 1. the gradebook learns the assignment from ``solutions/`` (generate_assignment);
-2. submissions are found in any supported layout (:mod:`autograder.submissions`), read
-   safely, and their stripped nbgrader metadata is restored (:mod:`autograder.restore`);
+2. submissions are found in any supported source -- nbgrader's folders, a flat folder, an
+   LMS zip (:mod:`autograder.submissions`) --, read safely, and their stripped nbgrader
+   metadata and tampered locked cells are restored from the release (:mod:`autograder.restore`);
 3. each (student, notebook) is graded in its own process and folder under ``OUT/.work``,
-   with a wall-clock and a memory limit (:mod:`autograder.job`), several at a time;
-4. every notebook gets a row in ``OUT/grades.csv`` with a status and a human message, and
-   every graded notebook a feedback page in ``OUT/feedback/<student>/``.
+   with a wall-clock and a memory limit (:mod:`autograder.job`), several at a time; with
+   ``resume``, a notebook whose submitted file is unchanged since its row in ``grades.csv``
+   (same sha256) is not graded again;
+4. every notebook gets a row in ``OUT/grades.csv`` with a status (:data:`STATUSES`) and a
+   human message, written as each notebook finishes (so an interrupted run keeps what it
+   graded), and every graded notebook a feedback page in ``OUT/feedback/<student>/``.
 
 Submitted files are only read. Nothing is written outside OUT and the gradebook.
 """
@@ -16,6 +20,7 @@ Submitted files are only read. Nothing is written outside OUT and the gradebook.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import os
@@ -23,12 +28,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import astuple, dataclass, fields
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import nbformat
 import psutil
@@ -48,8 +54,14 @@ from autograder.course import (
 DEFAULT_TIMEOUT_S = 300
 DEFAULT_MEMORY_MB = 3072
 JOB_START_ALLOWANCE_S = 30  # nbgrader's own start-up and feedback, on top of the notebook's time
+# What a row's status can be (autograder/README.md says what each means). Only ever added to.
 STATUSES = ("graded", "metadata_restored", "missing", "malformed", "unknown_notebook",
-            "timeout", "memory_exceeded", "crashed")
+            "timeout", "memory_exceeded", "crashed", "tampered", "kernel_died", "output_limited",
+            "refused")
+# Statuses of a notebook that ran to a result: with resume, an unchanged file keeps its row.
+FINAL = frozenset({"graded", "metadata_restored", "timeout", "memory_exceeded", "tampered",
+                   "kernel_died", "output_limited"})
+KEPT_LINES, KEPT_CHARS = 1000, 100_000  # nbgrader's LimitOutput, CapOutput (autograder/preprocessors.py)
 
 
 @dataclass
@@ -61,6 +73,9 @@ class Row:
     max_score: float
     status: str
     message: str
+    file: str = ""  # the file graded, as handed in
+    sha256: str = ""  # of the file graded: with resume, an unchanged file is not graded again
+    seconds: float = 0.0  # wall-clock time of its grading job (a timing column: varies run to run)
 
 
 @dataclass
@@ -70,6 +85,9 @@ class Job:
     folder: Path
     note: str = ""  # what preparing the file already had to say
     restored: bool = False  # its nbgrader metadata was put back from the release
+    tampered: tuple[str, ...] = ()  # locked cells put back from the release
+    file: str = ""
+    sha256: str = ""
 
 
 def _test_cells(notebook) -> set[str]:
@@ -153,6 +171,17 @@ def tree_rss(process: psutil.Process) -> int:
     return total
 
 
+_RUNNING: set[int] = set()  # process groups of the jobs running now, stopped if the run is interrupted
+
+
+def _stop_running() -> None:
+    for pgid in list(_RUNNING):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 def _run_job(job: Job, assignment: str, gradebook_url: str, timeout: float,
              memory_mb: int) -> tuple[str, str]:
     """Run one job's process under the limits; returns (outcome, detail)."""
@@ -170,6 +199,7 @@ def _run_job(job: Job, assignment: str, gradebook_url: str, timeout: float,
             stdout=log, stderr=subprocess.STDOUT, cwd=job.folder, env=env,
             start_new_session=True,
         )
+        _RUNNING.add(process.pid)
         watched = psutil.Process(process.pid)
         deadline = time.monotonic() + timeout + JOB_START_ALLOWANCE_S
         outcome, peak = "", 0
@@ -187,6 +217,7 @@ def _run_job(job: Job, assignment: str, gradebook_url: str, timeout: float,
                 process.wait()
                 break
             time.sleep(0.2)
+    _RUNNING.discard(process.pid)
     tail = log_path.read_text(errors="replace")[-2000:]
     if outcome:
         return outcome, f"peak {peak / 2**20:.0f} MB"
@@ -201,6 +232,34 @@ def _execution_errors(autograded: Path) -> tuple[bool, bool]:
     return "CellTimeoutError" in text, "DeadKernelError" in text or "Kernel died" in text
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _events(folder: Path) -> dict[str, list]:
+    try:
+        return json.loads((folder / "events.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _previous(path: Path, assignment: str) -> dict[tuple[str, str], Row]:
+    """The rows of an earlier run that ``resume`` may keep: graded to a result, with a checksum."""
+    if not path.exists():
+        return {}
+    kept = {}
+    for r in read_csv(path):
+        if r.get("assignment") == assignment and r.get("status") in FINAL and r.get("sha256"):
+            try:
+                kept[(r["student"], r["notebook"])] = Row(
+                    r["student"], assignment, r["notebook"], float(r["score"]), float(r["max_score"]),
+                    r["status"], r["message"], r.get("file", ""), r["sha256"],
+                    float(r.get("seconds") or 0))
+            except (KeyError, ValueError):
+                continue
+    return kept
+
+
 def grade(
     assignment: str,
     submitted: Path,
@@ -211,12 +270,15 @@ def grade(
     timeout: float = DEFAULT_TIMEOUT_S,
     memory_mb: int = DEFAULT_MEMORY_MB,
     progress: bool = True,
+    resume: bool = False,
+    id_pattern: str | None = None,
 ) -> list[Row]:
     known = notebooks(assignment)
     releases = {nb: CURRICULUM / assignment / f"{nb}.ipynb" for nb in known}
     for path in releases.values():
         if not path.exists():
             raise SystemExit(f"error: {path} is missing: run `make release` first")
+    submissions.id_pattern(id_pattern)  # a bad pattern fails before anything is written
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     work = out / ".work"
@@ -225,9 +287,11 @@ def grade(
     work.mkdir()
     gradebook_url = f"sqlite:///{Path(gradebook or DEFAULT_GRADEBOOK).resolve()}"
     workers = max(1, workers or os.cpu_count() or 1)
-    log = _logger(out / "grading.log")
+    previous = _previous(out / "grades.csv", assignment) if resume else {}
+    log = _logger(out / "grading.log", append=resume)
 
-    files = submissions.find(Path(submitted), assignment, known)
+    files = submissions.find(Path(submitted), assignment, known, pattern=id_pattern,
+                             extract_to=work / "archive")
     students = sorted({f.student for f in files})
     log.info("%d files from %d students for %s", len(files), len(students), assignment)
     _register(gradebook_url, work, assignment, students)
@@ -237,16 +301,21 @@ def grade(
     by_pair: dict[tuple[str, str], list[submissions.Submitted]] = defaultdict(list)
     for f in files:
         if f.notebook is None:
-            rows.append(Row(f.student, assignment, submissions.notebook_name(f.original_name), 0.0, 0.0,
-                            "unknown_notebook",
-                            f"{f.original_name} matches no notebook of {assignment} "
-                            f"(expected one of: {', '.join(known)}); not graded"))
+            name = submissions.notebook_name(PurePosixPath(f.original_name).name)
+            if f.problem:
+                rows.append(Row(f.student, assignment, name, 0.0, 0.0, "refused",
+                                f"{f.problem}; not graded", f.original_name))
+            else:
+                rows.append(Row(f.student, assignment, name, 0.0, 0.0, "unknown_notebook",
+                                f"{f.original_name} matches no notebook of {assignment} "
+                                f"(expected one of: {', '.join(known)}); not graded", f.original_name))
         else:
             by_pair[(f.student, f.notebook)].append(f)
 
     release_nbs = {nb: nbformat.read(path, as_version=4) for nb, path in releases.items()}
     prepared: dict[str, dict[str, nbformat.NotebookNode]] = defaultdict(dict)
-    notes: dict[tuple[str, str], tuple[str, bool]] = {}
+    to_grade: list[Job] = []
+    reused: list[Row] = []
     for student in students:
         for nb in known:
             candidates = by_pair.get((student, nb), [])
@@ -255,79 +324,153 @@ def grade(
                                 f"no {nb}.ipynb was handed in"))
                 _zero(gradebook_url, assignment, student, nb)
                 continue
-            chosen = min(candidates, key=lambda f: (f.original_name != f"{nb}.ipynb",
-                                                    -f.path.stat().st_mtime, f.original_name))
+            chosen = min(candidates, key=lambda f: (bool(f.problem), f.original_name != f"{nb}.ipynb",
+                                                    -f.mtime, f.original_name))
             note = [] if chosen.original_name == f"{nb}.ipynb" else [
                 f"graded {chosen.original_name} as {nb}.ipynb"]
             if len(candidates) > 1:
                 others = ", ".join(sorted(f.original_name for f in candidates if f is not chosen))
                 note.append(f"also handed in and ignored: {others}")
-            try:
-                result = restore.restore(restore.read(chosen.path), release_nbs[nb])
-            except (restore.Malformed, restore.CannotRestore) as error:
-                rows.append(Row(student, assignment, nb, 0.0, max_scores[nb], "malformed",
-                                "; ".join([*note, str(error)])))
+            if chosen.problem:
+                rows.append(Row(student, assignment, nb, 0.0, max_scores[nb], "refused",
+                                "; ".join([chosen.problem, *note[1:]]), chosen.original_name))
                 _zero(gradebook_url, assignment, student, nb)
                 continue
+            checksum = _sha256(chosen.path)
+            try:
+                submission, converted = restore.load(chosen.path)
+                result = restore.restore(submission, release_nbs[nb])
+            except (restore.Malformed, restore.CannotRestore) as error:
+                rows.append(Row(student, assignment, nb, 0.0, max_scores[nb], "malformed",
+                                "; ".join([*note, str(error)]), chosen.original_name, checksum))
+                _zero(gradebook_url, assignment, student, nb)
+                continue
+            except Exception as error:  # noqa: BLE001 -- one odd file must not stop the class
+                rows.append(Row(student, assignment, nb, 0.0, max_scores[nb], "malformed",
+                                "; ".join([*note, f"the notebook cannot be prepared for grading: "
+                                                  f"{type(error).__name__}: {error}"]),
+                                chosen.original_name, checksum))
+                _zero(gradebook_url, assignment, student, nb)
+                log.exception("%s/%s: cannot be prepared", student, nb)
+                continue
+            prepared[student][nb] = result.notebook
+            old = previous.get((student, nb))
+            if old is not None and old.sha256 == checksum:
+                reused.append(old)
+                log.info("%s/%s: unchanged since the last run, its row is kept (%s %g/%g)",
+                         student, nb, old.status, old.score, old.max_score)
+                continue
+            if converted:
+                note.append(converted)
             if result.restored:
                 note.append(f"nbgrader metadata was missing from {len(result.restored)} cells "
                             "and was restored from the release notebook")
-            prepared[student][nb] = result.notebook
-            notes[(student, nb)] = ("; ".join(note), bool(result.restored))
+            if result.tampered:
+                note.append(f"the locked cells {', '.join(result.tampered)} were edited, deleted or "
+                            "changed in type; they were put back as the release has them and graded so")
+            to_grade.append(Job(student, nb, Path(), "; ".join(note), bool(result.restored),
+                                tuple(result.tampered), chosen.original_name, checksum))
 
     jobs = []
-    for student, nbs in prepared.items():
-        for nb in nbs:
-            folder = work / "jobs" / f"{len(jobs):05d}"
-            target = folder / "submitted" / student / assignment
-            target.mkdir(parents=True)
-            (folder / "source" / assignment).mkdir(parents=True)
-            # every notebook of the student goes in, so nbgrader does not zero the others
-            for name, notebook in nbs.items():
-                nbformat.write(notebook, target / f"{name}.ipynb")
-            jobs.append(Job(student, nb, folder, *notes[(student, nb)]))
+    for job in to_grade:
+        job.folder = work / "jobs" / f"{len(jobs):05d}"
+        target = job.folder / "submitted" / job.student / assignment
+        target.mkdir(parents=True)
+        (job.folder / "source" / assignment).mkdir(parents=True)
+        # every notebook of the student goes in, so nbgrader does not zero the others
+        for name, notebook in prepared[job.student].items():
+            nbformat.write(notebook, target / f"{name}.ipynb")
+        jobs.append(job)
 
     def run(job: Job) -> Row:
+        started = time.monotonic()
         outcome, detail = _run_job(job, assignment, gradebook_url, timeout, memory_mb)
+        seconds = round(time.monotonic() - started, 1)
         autograded = job.folder / "autograded" / job.student / assignment / f"{job.notebook}.ipynb"
         hit_time_limit, kernel_died = _execution_errors(autograded)
+        events = _events(job.folder)
         messages = [job.note] if job.note else []
+
+        def row(score: float, status: str) -> Row:
+            return Row(job.student, assignment, job.notebook, score, max_scores[job.notebook], status,
+                       "; ".join(m for m in messages if m), job.file, job.sha256, seconds)
+
         if outcome in ("timeout", "memory_exceeded", "crashed"):
             _zero(gradebook_url, assignment, job.student, job.notebook)
             limit = {"timeout": f"stopped after the {timeout:g} s limit",
-                     "memory_exceeded": f"stopped above the {memory_mb} MB memory limit ({detail})",
+                     "memory_exceeded": f"stopped above the {memory_mb} MB memory limit",
                      "crashed": "the grader failed on this notebook (see grading.log)"
                                 + (f": {detail.strip().splitlines()[-1]}" if detail.strip() else "")}
             messages.append(limit[outcome])
-            log.warning("%s/%s: %s\n%s", job.student, job.notebook, outcome, detail)
-            return Row(job.student, assignment, job.notebook, 0.0, max_scores[job.notebook],
-                       outcome, "; ".join(m for m in messages if m))
-        score, maximum = _scores(gradebook_url, assignment, job.student, job.notebook)
-        status = "metadata_restored" if job.restored else "graded"
+            log.warning("%s/%s: %s (%s)\n%s", job.student, job.notebook, outcome,
+                        detail if outcome != "crashed" else "", detail if outcome == "crashed" else "")
+            return row(0.0, outcome)
+        score, _ = _scores(gradebook_url, assignment, job.student, job.notebook)
+        died_in = events.get("kernel_died") or (["a cell"] if kernel_died else [])
+        limited = events.get("output_limited") or []
         if hit_time_limit:
-            status = "timeout"
             messages.append(f"a cell ran past the {timeout:g} s limit and was stopped")
-        elif kernel_died:
-            status = "crashed"
-            messages.append("the kernel died while running the notebook")
+        if died_in:
+            messages.append(f"the kernel died while running {died_in[0]} (os._exit, a crash in "
+                            "compiled code such as a segfault, or the system stopping it): the cells "
+                            "after it did not run, the points of the tests before it count")
+        if limited:
+            messages.append(f"the output of {', '.join(dict.fromkeys(limited))} was cut to what the "
+                            f"grader keeps ({KEPT_LINES} lines and {KEPT_CHARS:,} characters per output);"
+                            " the grade counts in full")
+        status = ("timeout" if hit_time_limit else "kernel_died" if died_in
+                  else "tampered" if job.tampered else "output_limited" if limited
+                  else "metadata_restored" if job.restored else "graded")
         feedback = job.folder / "feedback" / job.student / assignment / f"{job.notebook}.html"
         if feedback.exists():
             target = out / "feedback" / job.student / f"{job.notebook}.html"
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(feedback, target)
-        log.info("%s/%s: %s %g/%g", job.student, job.notebook, status, score, maximum)
-        return Row(job.student, assignment, job.notebook, score, maximum, status,
-                   "; ".join(messages))
+        log.info("%s/%s: %s %g/%g", job.student, job.notebook, status, score, max_scores[job.notebook])
+        return row(score, status)
 
+    def guarded(job: Job) -> Row:
+        try:
+            return run(job)
+        except Exception as error:  # noqa: BLE001 -- one notebook's failure never stops the batch
+            log.exception("%s/%s: crashed", job.student, job.notebook)
+            try:
+                _zero(gradebook_url, assignment, job.student, job.notebook)
+            except Exception:  # noqa: BLE001
+                log.exception("%s/%s: the gradebook could not be zeroed", job.student, job.notebook)
+            return Row(job.student, assignment, job.notebook, 0.0, max_scores[job.notebook], "crashed",
+                       f"the grader failed on this notebook (see grading.log): {type(error).__name__}",
+                       job.file, job.sha256)
+
+    rows.extend(reused)
+    lock = threading.Lock()
+
+    def record(row: Row | None = None) -> None:
+        """grades.csv as it stands, replaced whole: an interrupted run keeps every finished row."""
+        with lock:
+            if row is not None:
+                rows.append(row)
+            rows.sort(key=lambda r: (r.student, r.notebook, r.status))
+            write_csv(rows, out / "grades.csv")
+
+    record()
+    if reused:
+        log.info("%d notebooks unchanged since the last run were not graded again", len(reused))
     bar = _progress(len(jobs), progress)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for row in pool.map(run, jobs):
-            rows.append(row)
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        for future in as_completed([pool.submit(guarded, job) for job in jobs]):
+            record(future.result())
             bar.update(1)
+    except BaseException:  # Ctrl-C, a kill: the finished rows are in grades.csv; stop the rest
+        pool.shutdown(wait=False, cancel_futures=True)
+        _stop_running()
+        log.warning("interrupted: %d notebooks are in grades.csv; --resume grades the rest",
+                    sum(r.status in FINAL for r in rows))
+        raise
+    pool.shutdown()
     bar.close()
 
-    rows.sort(key=lambda r: (r.student, r.notebook, r.status))
-    write_csv(rows, out / "grades.csv")
     shutil.rmtree(work, ignore_errors=True)
     log.info("wrote %s", out / "grades.csv")
     return rows
@@ -342,6 +485,7 @@ def write_csv(rows: list[Row], path: Path) -> None:
         for row in rows:
             values = list(astuple(row))
             values[3], values[4] = f"{row.score:g}", f"{row.max_score:g}"
+            values[9] = f"{row.seconds:.1f}"
             writer.writerow(values)
     tmp.replace(path)
 
@@ -351,13 +495,13 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _logger(path: Path) -> logging.Logger:
+def _logger(path: Path, append: bool = False) -> logging.Logger:
     log = logging.getLogger(f"autograder.run.{path}")
     log.setLevel(logging.INFO)
     log.propagate = False
     for handler in list(log.handlers):
         log.removeHandler(handler)
-    handler = logging.FileHandler(path, mode="w")
+    handler = logging.FileHandler(path, mode="a" if append else "w")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     return log

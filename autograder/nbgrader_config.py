@@ -7,13 +7,11 @@ from nbconvert.preprocessors import ClearMetadataPreprocessor
 from nbgrader.preprocessors import (
     AssignLatePenalties,
     CheckCellMetadata,
-    Execute,
     IgnorePattern,
-    LimitOutput,
     SaveAutoGrades,
 )
 
-from autograder.preprocessors import StderrIsNotFailure
+from autograder.preprocessors import CapOutput, KernelDeathIsNotFatal, StderrIsNotFailure
 
 c = get_config()  # noqa: F821 -- provided by traitlets when it loads this file
 root = Path(__file__).resolve().parent.parent
@@ -31,13 +29,14 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
 
 # Grading: one generous per-cell limit (the grader adds its own per-notebook wall clock),
-# and stderr (framework warnings, progress bars) is not a failure; only an error is.
+# and stderr (framework warnings, progress bars) is not a failure; only an error is. A dead
+# kernel stops the run but not the grading; outputs kept are capped (see preprocessors.py).
 c.Execute.timeout = 120
 c.Autograde.autograde_preprocessors = [
-    Execute,
+    KernelDeathIsNotFatal,
     IgnorePattern,
     ClearMetadataPreprocessor,
-    LimitOutput,
+    CapOutput,
     StderrIsNotFailure,
     SaveAutoGrades,
     AssignLatePenalties,

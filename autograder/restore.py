@@ -3,15 +3,20 @@
 nbgrader finds the cells it grades by their metadata. Colab and some editors strip it, and
 nbgrader then gives the notebook 0 without a word. Here each graded or locked cell of the
 release notebook is found again in the submission -- by cell id, then by content, then by
-its place between cells already found -- and its metadata is copied back. A cell that
-cannot be found is reported (:class:`CannotRestore`), never silently scored as zero.
+its place between cells already found -- and its metadata is copied back. An answer cell
+that cannot be found is reported (:class:`CannotRestore`), never silently scored as zero.
+
+A *locked* cell (a test, the set-up cell, read-only text) belongs to the release, not to the
+student: one that was edited, turned into markdown or deleted is put back as the release has
+it, in its place, and reported (:attr:`Restored.tampered`). nbgrader's own OverwriteCells
+would restore an edited cell silently when its metadata survived; here it is also named.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import nbformat
 from nbformat.notebooknode import NotebookNode
@@ -27,6 +32,11 @@ class CannotRestore(Exception):
 
 def read(path) -> NotebookNode:
     """Parse a submission as an nbformat-4 notebook; an old nbformat is converted, not rejected."""
+    return load(path)[0]
+
+
+def load(path) -> tuple[NotebookNode, str]:
+    """:func:`read`, and a note for the student when the file needed converting (else "")."""
     raw = path.read_bytes()
     if not raw.strip():
         raise Malformed("the file is empty")
@@ -45,11 +55,39 @@ def read(path) -> NotebookNode:
     for cell in nb.cells:
         if not isinstance(cell.get("source", ""), str):
             raise Malformed("a cell's source is not text")
-    return nb
+        if not isinstance(cell.get("metadata", {}), dict):
+            raise Malformed("a cell's metadata is not a mapping")
+    version = data.get("nbformat")
+    note = (f"the notebook was in the old format nbformat {version} and was converted to nbformat 4"
+            if isinstance(version, int) and version < 4 else "")
+    return nb, note
 
 
 def _grade_id(cell) -> str | None:
-    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+    nbgrader = cell.get("metadata", {}).get("nbgrader", {})
+    return nbgrader.get("grade_id") if isinstance(nbgrader, dict) else None
+
+
+def _locked(cell) -> bool:
+    """A cell the student may not change: nbgrader's locked cells and the tests (graded, no answer)."""
+    nbgrader = cell.metadata["nbgrader"]
+    return bool(nbgrader.get("locked") or (nbgrader.get("grade") and not nbgrader.get("solution")))
+
+
+def _copy(node):
+    return nbformat.from_dict(json.loads(json.dumps(node)))
+
+
+def _fresh(release_cell, cell_id: str | None):
+    """A copy of a release cell, unexecuted, to stand where a tampered one was."""
+    cell = _copy(release_cell)
+    if cell.cell_type == "code":
+        cell.outputs, cell.execution_count = [], None
+    if cell_id:
+        cell["id"] = cell_id
+    else:
+        cell.pop("id", None)
+    return cell
 
 
 def _normal(source: str) -> str:
@@ -68,6 +106,7 @@ def _signature(source: str) -> str | None:
 class Restored:
     notebook: NotebookNode
     restored: list[str]  # grade ids whose metadata was put back
+    tampered: list[str] = field(default_factory=list)  # locked cells put back as the release has them
 
 
 def restore(submission: NotebookNode, release: NotebookNode) -> Restored:
@@ -81,9 +120,9 @@ def restore(submission: NotebookNode, release: NotebookNode) -> Restored:
             match[i] = present[_grade_id(cell)]
     taken = set(match.values())
 
-    def free(j: int, cell_type: str) -> bool:
+    def free(j: int, cell_type: str | None) -> bool:
         c = sub.cells[j]
-        return j not in taken and c.cell_type == cell_type and not _grade_id(c)
+        return j not in taken and cell_type in (None, c.cell_type) and not _grade_id(c)
 
     # 1. by cell id; 2. by identical content (locked cells: set-up, tests, read-only text)
     ids = {c.get("id"): j for j, c in enumerate(sub.cells) if c.get("id")}
@@ -107,15 +146,17 @@ def restore(submission: NotebookNode, release: NotebookNode) -> Restored:
     # A test cell is never placed this way: its content is fixed, so one not found by id or
     # content was deleted or rewritten. An answer cell is placed only on a cell that still
     # holds its function's or class's first line (students keep the signature they were given).
-    for i, cell in wanted:
-        if i in match:
-            continue
+    def window(i: int) -> range:
         before = max((match[k] for k in match if k < i), default=-1)
         after = min((match[k] for k in match if k > i), default=len(sub.cells))
+        return range(before + 1, after)
+
+    for i, cell in wanted:
+        if i in match or _locked(cell):
+            continue
         nbgrader = cell.metadata["nbgrader"]
         signature = _signature(cell.source) if nbgrader.get("solution") else None
-        candidates = [j for j in range(before + 1, after) if free(j, cell.cell_type)
-                      and not (nbgrader.get("grade") and not nbgrader.get("solution"))
+        candidates = [j for j in window(i) if free(j, cell.cell_type)
                       and (signature is None or signature in _normal(sub.cells[j].source))]
         if not candidates:
             raise CannotRestore(
@@ -132,11 +173,53 @@ def restore(submission: NotebookNode, release: NotebookNode) -> Restored:
         match[i] = j
         taken.add(j)
 
-    restored = []
+    # 4. a locked cell still missing was edited (or turned into another type) without its
+    # metadata, or deleted: the most similar free cell in its place, of any type, if it is
+    # clearly that cell; otherwise it is put back in its place as a new cell.
+    missing: list[int] = []
+    for i, cell in wanted:
+        if i in match:
+            continue
+
+        def likeness(j: int, reference: str = cell.source) -> float:
+            return difflib.SequenceMatcher(None, _normal(sub.cells[j].source), _normal(reference)).ratio()
+
+        candidates = [j for j in window(i) if free(j, None) and likeness(j) >= 0.6]
+        if candidates:
+            match[i] = max(candidates, key=likeness)
+            taken.add(match[i])
+        else:
+            missing.append(i)
+
+    restored, tampered = [], []
     for i, j in match.items():
-        metadata = release.cells[i].metadata["nbgrader"]
+        release_cell = release.cells[i]
+        metadata = release_cell.metadata["nbgrader"]
+        if _locked(release_cell) and (sub.cells[j].cell_type != release_cell.cell_type
+                                      or _normal(sub.cells[j].source) != _normal(release_cell.source)):
+            tampered.append(metadata["grade_id"])
+            sub.cells[j] = _fresh(release_cell, sub.cells[j].get("id"))
+            continue
         if sub.cells[j].metadata.get("nbgrader") != metadata:
             if _grade_id(sub.cells[j]) is None:
                 restored.append(metadata["grade_id"])
-            sub.cells[j].metadata["nbgrader"] = nbformat.from_dict(json.loads(json.dumps(metadata)))
-    return Restored(sub, sorted(restored))
+            sub.cells[j].metadata["nbgrader"] = _copy(metadata)
+    if missing:
+        with_ids = sub.nbformat_minor >= 5 and all(c.get("id") for c in sub.cells)
+        used = {c.get("id") for c in sub.cells}
+        inserts: dict[int, list] = {}
+        for i in missing:
+            after = max((match[k] for k in match if k < i), default=-1)
+            gid = _grade_id(release.cells[i])
+            cell_id = release.cells[i].get("id") or gid
+            if cell_id in used:
+                cell_id = f"restored-{gid}"[:64]
+            used.add(cell_id)
+            inserts.setdefault(after, []).append(_fresh(release.cells[i], cell_id if with_ids else None))
+            tampered.append(gid)
+        cells = list(inserts.get(-1, []))
+        for j, cell in enumerate(sub.cells):
+            cells.append(cell)
+            cells.extend(inserts.get(j, []))
+        sub.cells = cells
+    return Restored(sub, sorted(restored), sorted(tampered))

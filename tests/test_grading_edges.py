@@ -3,6 +3,8 @@ stderr noise. Every file gets a row and a message; nothing is silently zero; not
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from autograder.grade import read_csv
@@ -24,9 +26,11 @@ def graded(tmp_path_factory):
         if cell.metadata.get("nbgrader", {}).get("solution"):
             cell.source = ("import sys, warnings\nprint('progress 10/10', file=sys.stderr)\n"
                            "warnings.warn('a framework warning')\n" + cell.source)
-    for cell in noisy.cells:
-        if cell.metadata.get("nbgrader", {}).get("grade"):  # and the tests' own calls do too
-            cell.source = "import sys\nprint('noise', file=sys.stderr)\n" + cell.source
+    for cell in noisy.cells:  # and so does every call of an answer, inside the (locked) tests
+        if cell.metadata.get("nbgrader", {}).get("solution"):
+            name = re.search(r"^def (\w+)", cell.source, re.MULTILINE).group(1)
+            cell.source += (f"\n\n_{name} = {name}\n\ndef {name}(*args, **kwargs):\n"
+                            f"    print('computing', file=sys.stderr)\n    return _{name}(*args, **kwargs)\n")
     write(noisy, subs / f"amy--Copy of {NOTEBOOK} (1).ipynb")
 
     (subs / f"bob--{NOTEBOOK}.ipynb").write_text('{"cells": [{"cell_type": "code", "sour')

@@ -101,9 +101,9 @@ def test_kept_metadata_is_left_alone():
 
 
 def test_a_rewritten_test_or_an_answer_without_its_signature_is_never_guessed_by_place():
-    """Without ids and metadata, a test cell must be found by its exact content, and an answer
-    only on a cell that still holds its function's first line: a neighbouring cell never
-    receives their metadata (which would grade the wrong code)."""
+    """Without ids and metadata, an answer is found only on a cell that still holds its
+    function's first line, so a neighbouring cell never receives its metadata (which would
+    grade the wrong code); a test edited in place is put back as the release has it."""
     assignment, name = "03_tabular", "tabular_torch"
     rel = release(assignment, name)
     ids = [i for i, c in enumerate(rel.cells) if grade_id(c)]
@@ -120,9 +120,40 @@ def test_a_rewritten_test_or_an_answer_without_its_signature_is_never_guessed_by
     assert restore.restore(stripped(), rel).restored  # the untouched notebook restores
     nb = stripped()
     nb.cells[test_at].source += "\nassert True  # my own addition"
-    with pytest.raises(restore.CannotRestore, match=grade_id(rel.cells[test_at])):
-        restore.restore(nb, rel)
+    result = restore.restore(nb, rel)  # an edited test is put back as the release has it, and named
+    assert result.tampered == [grade_id(rel.cells[test_at])]
+    assert result.notebook.cells[test_at].source == rel.cells[test_at].source
+    assert result.notebook.cells[answer_at].source == nb.cells[answer_at].source
+    assert grade_id(result.notebook.cells[answer_at]) == grade_id(rel.cells[answer_at])
     nb = stripped()
     nb.cells[answer_at].source = "print('I deleted the function')"
     with pytest.raises(restore.CannotRestore, match=grade_id(rel.cells[answer_at])):
         restore.restore(nb, rel)
+
+
+@pytest.mark.parametrize("strip", [False, True], ids=["metadata kept", "metadata stripped"])
+@pytest.mark.parametrize("how", ["edited", "deleted", "markdown", "rewritten"])
+def test_a_tampered_locked_cell_is_put_back_and_named(strip, how):
+    rel = release("00_start", "start")
+    nb = answered("00_start", "start")
+    nb = strip_metadata(nb) if strip else nb
+    at = next(i for i, c in enumerate(rel.cells) if grade_id(c) == "test-standardise")
+    if how == "edited":
+        nb.cells[at].source += "\nassert True"
+    elif how == "deleted":
+        del nb.cells[at]
+    elif how == "markdown":
+        nb.cells[at] = nbformat.v4.new_markdown_cell(nb.cells[at].source, id=nb.cells[at].get("id"))
+    else:
+        nb.cells[at].source = "pass  # nothing to test here"
+    result = restore.restore(nb, rel)
+    nbformat.validate(result.notebook)
+    assert result.tampered == ["test-standardise"]
+    cells = [c for c in result.notebook.cells if grade_id(c) == "test-standardise"]
+    assert len(cells) == 1 and cells[0].cell_type == "code"
+    assert cells[0].source == rel.cells[at].source and cells[0].outputs == []
+    order = [grade_id(c) for c in result.notebook.cells if grade_id(c)]
+    assert order == [grade_id(c) for c in rel.cells if grade_id(c)], "put back in its place"
+    untouched = restore.restore(strip_metadata(answered("00_start", "start")) if strip
+                                else answered("00_start", "start"), rel)
+    assert untouched.tampered == []
