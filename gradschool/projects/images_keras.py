@@ -36,7 +36,6 @@ edit the notebook, not this file.
 
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import keras
@@ -45,6 +44,7 @@ import tensorflow as tf
 
 from gradschool import projects, runtime
 from gradschool.projects.spec import Conv2D, Dense, Flatten, MaxPool
+from gradschool.projects.tabular_keras import _EpochTimer  # fit's per-epoch timing, as in tabular_keras
 
 
 def _device():
@@ -213,19 +213,6 @@ def evaluate(model, x, y):
     if SPEC.metric != "accuracy":
         raise ValueError(f"images_keras measures accuracy, the spec asks for {SPEC.metric!r}")
     return float((_predict(model, x) == np.asarray(y)).mean())
-
-
-class _EpochTimer(keras.callbacks.Callback):
-    """Each epoch's training time, without its validation: seconds[i] for epoch i."""
-
-    def on_train_begin(self, logs=None):
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_test_begin(self, logs=None):  # fit's validation starts: the epoch's training is over
-        self.seconds.append(time.perf_counter() - self.start)
 
 
 def train(model, epochs=None):
