@@ -51,7 +51,7 @@ from flax import nnx, serialization
 
 from gradschool import projects, runtime
 from gradschool.projects.spec import Conv2D, Dense, Flatten, MaxPool
-from gradschool.projects.tabular_jax import _prefetch  # the tabular notebook's background thread, unchanged
+from gradschool.projects.tabular_jax import _prefetch, loss_fn, make_train_step  # tabular's, unchanged
 
 
 def _device():
@@ -163,15 +163,6 @@ def get_weights(model):
     return {key: np.array(variable[...], dtype=np.float32) for key, variable in _variables(model)}
 
 
-def loss_fn(params, graphdef, x, y, mask):
-    """The mean softmax cross-entropy of the model nnx.merge(graphdef, params) on images x
-    (batch, h, w, c) and integer labels y (batch,), over the examples whose mask is 1: a pure
-    function of its arguments, to differentiate with respect to params."""
-    logits = nnx.merge(graphdef, params)(x)
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-    return jnp.sum(losses * mask) / jnp.sum(mask)
-
-
 def first_batch_loss_and_gradients(spec=None):
     """(loss, gradients) on the first batch of `spec` (default SPEC) from its initial weights: the mean
     softmax cross-entropy as a Python float, and the gradient of every parameter as a canonical dict
@@ -234,19 +225,6 @@ def learning_rate_schedule(total_steps):
 def _optimizer(total_steps):
     """optax.adam driven by learning_rate_schedule(total_steps), with SPEC.optimizer's eps."""
     return optax.adam(learning_rate_schedule(total_steps), eps=SPEC.optimizer.eps)
-
-
-def make_train_step(graphdef, optimizer):
-    """A jax.jit-compiled step(params, opt_state, x, y, mask) -> (params, opt_state, loss): the
-    loss and gradients of loss_fn by jax.value_and_grad, then one update of the Optax
-    `optimizer`; pure, so it returns the new parameters and state."""
-    @jax.jit
-    def step(params, opt_state, x, y, mask):
-        loss, grads = jax.value_and_grad(loss_fn)(params, graphdef, x, y, mask)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    return step
 
 
 def _predict(model, x):

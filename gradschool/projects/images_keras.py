@@ -34,17 +34,13 @@ Generated from solutions/04_images/images_keras.ipynb by `make export`:
 edit the notebook, not this file.
 """
 
-import shutil
-import tempfile
-from pathlib import Path
-
 import keras
 import numpy as np
 import tensorflow as tf
 
 from gradschool import projects, runtime
 from gradschool.projects.spec import Conv2D, Dense, Flatten, MaxPool
-from gradschool.projects.tabular_keras import _EpochTimer  # fit's per-epoch timing, as in tabular_keras
+from gradschool.projects.tabular_keras import _EpochTimer, load, save  # noqa: F401 -- tabular_keras's, unchanged
 
 
 def _device():
@@ -238,27 +234,3 @@ def train(model, epochs=None):
                            validation_data=splits["val"], callbacks=[timer], shuffle=False, verbose=0)
     return {"loss": fitted.history["loss"], "val_accuracy": fitted.history["val_accuracy"],
             "seconds": timer.seconds}
-
-
-def save(model, path):
-    """Write the model as a native .keras archive (architecture, weights, optimiser state and
-    schedule) at `path`, whatever its suffix: Keras' own functions want the suffix .keras."""
-    path = Path(path)
-    if path.suffix == ".keras":
-        model.save(path)
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        temporary = Path(folder) / "model.keras"
-        model.save(temporary)
-        shutil.move(temporary, path)
-
-
-def load(path):
-    """A fresh model rebuilt from the .keras archive at `path` (keras.saving.load_model)."""
-    path = Path(path)
-    if path.suffix == ".keras":
-        return keras.saving.load_model(path)
-    with tempfile.TemporaryDirectory() as folder:
-        temporary = Path(folder) / "model.keras"
-        shutil.copyfile(path, temporary)
-        return keras.saving.load_model(temporary)

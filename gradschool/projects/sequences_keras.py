@@ -34,17 +34,13 @@ Generated from solutions/05_sequences/sequences_keras.ipynb by `make export`:
 edit the notebook, not this file.
 """
 
-import shutil
-import tempfile
-from pathlib import Path
-
 import keras
 import numpy as np
 import tensorflow as tf
 
 from gradschool import projects, runtime
 from gradschool.projects.spec import LSTM, Dense, Embedding
-from gradschool.projects.tabular_keras import _EpochTimer  # fit's per-epoch timing, as in tabular_keras
+from gradschool.projects.tabular_keras import _EpochTimer, load, save  # noqa: F401 -- tabular_keras's, unchanged
 
 
 def _device():
@@ -222,27 +218,3 @@ def sample(model, count, seed=0, temperature=1.0):
                 break
     boundary = SPEC.alphabet[0]
     return ["".join(SPEC.alphabet[i] for i in row).split(boundary)[0] for row in np.stack(drawn, axis=1)]
-
-
-def save(model, path):
-    """Write the model as a native .keras archive (architecture, weights, optimiser state) at
-    `path`, whatever its suffix: Keras' own functions want the suffix .keras."""
-    path = Path(path)
-    if path.suffix == ".keras":
-        model.save(path)
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        temporary = Path(folder) / "model.keras"
-        model.save(temporary)
-        shutil.move(temporary, path)
-
-
-def load(path):
-    """A fresh model rebuilt from the .keras archive at `path` (keras.saving.load_model)."""
-    path = Path(path)
-    if path.suffix == ".keras":
-        return keras.saving.load_model(path)
-    with tempfile.TemporaryDirectory() as folder:
-        temporary = Path(folder) / "model.keras"
-        shutil.copyfile(path, temporary)
-        return keras.saving.load_model(temporary)
