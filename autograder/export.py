@@ -1,5 +1,6 @@
 """Export ``gradschool/engine/`` from the solution notebooks of Part 2 (the engine's one source),
-and each Part 3 implementation ``gradschool/projects/<project>_<framework>.py`` from its notebook.
+each Part 3 implementation ``gradschool/projects/<project>_<framework>.py`` and each Part 4
+module ``gradschool/practice/<topic>_<framework>.py`` from its notebook.
 
 A notebook that builds part of the engine names its module in its metadata::
 
@@ -99,13 +100,15 @@ def drift() -> list[str]:
 
 def generated_modules() -> list[Path]:
     """The files that only an export may write: the engine's modules (not its hand-written
-    ``__init__``) and the projects' implementation modules, ``<project>_<framework>.py``."""
+    ``__init__``), the projects' implementation modules, ``<project>_<framework>.py``, and
+    Part 4's modules in ``gradschool/practice/``."""
     from gradschool.projects.spec import FRAMEWORKS
 
     engine = sorted(p for p in (ROOT / "gradschool" / "engine").glob("*.py") if p.name != "__init__.py")
     projects = sorted(p for p in (ROOT / "gradschool" / "projects").glob("*_*.py")
                       if p.stem.rsplit("_", 1)[1] in FRAMEWORKS)
-    return engine + projects
+    practice = sorted(p for p in (ROOT / "gradschool" / "practice").glob("*.py") if p.name != "__init__.py")
+    return engine + projects + practice
 
 
 def export() -> list[Path]:

@@ -289,13 +289,18 @@ def setup(
 # ------------------------------------------------------------------- on Colab
 
 
-def dataset_pins(requirements: Path | None = None) -> list[str]:
-    """The pinned dataset packages, read from requirements.txt (the one place pins live)."""
+COLAB_TAGS = {"datasets", "colab"}
+
+
+def colab_pins(requirements: Path | None = None) -> list[str]:
+    """The pins Colab lacks, read from requirements.txt (the one place pins live): the lines
+    whose comment starts with ``datasets`` or ``colab``."""
     requirements = requirements or REPOSITORY_ROOT / "requirements.txt"
     pins = []
     for line in requirements.read_text().splitlines():
         requirement, _, comment = line.partition("#")
-        if comment.strip() == "datasets" and requirement.strip():
+        tag = comment.replace(":", " ").split()[:1]
+        if tag and tag[0] in COLAB_TAGS and requirement.strip():
             pins.append(requirement.strip())
     return pins
 
@@ -305,7 +310,7 @@ def colab_install_commands(
 ) -> list[list[str]]:
     """The pip commands that make the course work on Colab: no dependencies, no frameworks."""
     course_dir = course_dir or COLAB_DIR
-    pins = dataset_pins(requirements or Path(course_dir) / "requirements.txt")
+    pins = colab_pins(requirements or Path(course_dir) / "requirements.txt")
     for pin in pins:
         name = pin.split("==")[0].strip().lower()
         if name in FRAMEWORKS:
@@ -315,7 +320,7 @@ def colab_install_commands(
 
 
 def install_on_colab(run: Callable = subprocess.run, course_dir: str | None = None) -> None:
-    """Install the course (editable) and its dataset packages, once per Colab session."""
+    """Install the course (editable) and the packages Colab lacks, once per Colab session."""
     course_dir = course_dir or COLAB_DIR
     marker = Path(course_dir) / ".colab-installed"
     if marker.exists():

@@ -57,7 +57,11 @@ def test_a_module_that_no_notebook_exports_is_reported(tmp_path, monkeypatch):
     (tmp_path / "gradschool" / "engine").mkdir()
     (tmp_path / "gradschool" / "engine" / "__init__.py").write_text("")
     (tmp_path / "gradschool" / "engine" / "toy.py").write_text("")
+    (tmp_path / "gradschool" / "practice").mkdir()
+    (tmp_path / "gradschool" / "practice" / "__init__.py").write_text("")  # hand-written
+    (tmp_path / "gradschool" / "practice" / "compile_torch.py").write_text("")
     monkeypatch.setattr(export, "ROOT", tmp_path)
     monkeypatch.setattr(export, "exporting_notebooks", lambda: [])
     assert export.drift() == ["gradschool/engine/toy.py is exported by no notebook",
-                              "gradschool/projects/tabular_torch.py is exported by no notebook"]
+                              "gradschool/projects/tabular_torch.py is exported by no notebook",
+                              "gradschool/practice/compile_torch.py is exported by no notebook"]

@@ -130,7 +130,7 @@ def test_simulated_colab_installs_the_course_and_never_a_framework(clean_env, tm
         assert "--no-deps" in command, f"{command} would let pip replace Colab's packages"
         names = {arg.split("==")[0].lower() for arg in command[command.index("--no-deps") + 1:]}
         assert not names & runtime.FRAMEWORKS, f"{command} reinstalls a framework"
-    assert {p.split("==")[0] for p in runtime.dataset_pins()} <= {
+    assert {p.split("==")[0] for p in runtime.colab_pins()} <= {
         arg.split("==")[0] for arg in pip_installs[1]}
     assert "on Google Colab" in capsys.readouterr().out
     # a second run of the cell (kernel restarted) installs nothing again
@@ -157,9 +157,10 @@ def test_badges_and_clone_come_from_the_one_setting(monkeypatch):
         runtime.badges(nb)
 
 
-def test_dataset_pins_are_pinned_and_not_frameworks():
-    pins = runtime.dataset_pins()
-    assert pins, "requirements.txt marks no dataset packages"
+def test_colab_pins_are_pinned_and_not_frameworks():
+    pins = runtime.colab_pins()
+    assert pins, "requirements.txt marks no packages for Colab"
+    assert {"mlxtend", "onnxruntime"} <= {p.split("==")[0] for p in pins}
     for pin in pins:
         name, sep, version = pin.partition("==")
         assert sep and version, f"{pin} must be pinned exactly"
