@@ -43,10 +43,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="keep the rows of OUT/grades.csv whose submitted file is unchanged (sha256); "
                         "grade the rest")
     g.add_argument("--id-pattern", default=None, metavar="REGEX",
-                   help="for a zip: a regular expression on each member's path, with a named group "
+                   help="for a zip or a folder of files named by an LMS: a regular expression on each "
+                        "file's path, with a named group "
                         "'student' (and optionally 'notebook', the file as handed in). Default, for "
                         "Canvas names like smithjane_12345_67890_start.ipynb (student 12345): "
                         + grading.submissions.DEFAULT_ID_PATTERN.replace("%", "%%"))
+    g.add_argument("--show-hidden-tests", action="store_true",
+                   help="feedback shows the code of hidden tests (by default it is redacted: test names, "
+                        "points and pass/fail are kept)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -83,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             args.assignment, args.submissions, args.out, gradebook=args.gradebook,
             workers=args.workers, timeout=args.timeout, memory_mb=args.memory_mb,
             progress=not args.quiet, resume=args.resume, id_pattern=args.id_pattern,
+            show_hidden_tests=args.show_hidden_tests,
         )
     except KeyboardInterrupt:
         print(f"interrupted: the notebooks graded so far are in {args.out / 'grades.csv'}; "

@@ -7,7 +7,10 @@ What this adds to nbgrader, in the order a run does it:
    LMS zip (:mod:`autograder.submissions`) --, read safely, and their stripped nbgrader
    metadata and tampered locked cells are restored from the release (:mod:`autograder.restore`);
 3. each (student, notebook) is graded in its own process and folder under ``OUT/.work``,
-   with a wall-clock and a memory limit (:mod:`autograder.job`), several at a time; with
+   with a wall-clock and a memory limit (:mod:`autograder.job`), several at a time, its kernel
+   shut in a sandbox that sees only that folder, the Python environment, the dataset cache
+   and a copy of the course package without the module the notebook builds
+   (:mod:`autograder.sandbox`), its tests run with the real checks (:mod:`autograder.guard`); with
    ``resume``, a notebook whose submitted file is unchanged since its row in ``grades.csv``
    (same sha256) is not graded again;
 4. every notebook gets a row in ``OUT/grades.csv`` with a status (:data:`STATUSES`) and a
@@ -19,6 +22,7 @@ Submitted files are only read. Nothing is written outside OUT and the gradebook.
 
 from __future__ import annotations
 
+import ast
 import csv
 import hashlib
 import json
@@ -28,6 +32,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -40,7 +45,7 @@ import nbformat
 import psutil
 from sqlalchemy.exc import SAWarning
 
-from autograder import restore, submissions
+from autograder import restore, sandbox, submissions
 from autograder.course import (
     CURRICULUM,
     DEFAULT_GRADEBOOK,
@@ -50,6 +55,7 @@ from autograder.course import (
     nbgrader_environment,
     notebooks,
 )
+from autograder.forkserver import ForkServer, exit_status
 
 DEFAULT_TIMEOUT_S = 300
 DEFAULT_MEMORY_MB = 3072
@@ -88,6 +94,67 @@ class Job:
     tampered: tuple[str, ...] = ()  # locked cells put back from the release
     file: str = ""
     sha256: str = ""
+    imports: dict | None = None  # per test cell, the names the release's cells import before it
+
+
+def release_imports(release: nbformat.NotebookNode) -> dict[str, dict[str, str]]:
+    """For each test cell of a release notebook, the names that its code cells before it import,
+    answers excepted: ``{"test-x": {"np": "numpy", "check_close": "gradschool.checks:check_close"}}``.
+    The guard puts these names back before the test runs (:func:`autograder.guard.before_test`)."""
+    names: dict[str, str] = {}
+    found: dict[str, dict[str, str]] = {}
+    for cell in release.cells:
+        settings = cell.metadata.get("nbgrader", {})
+        if cell.cell_type != "code" or (settings.get("solution") and not settings.get("grade")):
+            continue
+        if settings.get("grade") and not settings.get("solution"):
+            found[settings.get("grade_id", "")] = dict(names)
+        source = "\n".join(line for line in cell.source.splitlines()
+                           if not line.lstrip().startswith(("%", "!")))
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.asname:
+                        names[alias.asname] = alias.name
+                    else:
+                        names[alias.name.split(".")[0]] = alias.name.split(".")[0]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                for alias in node.names:
+                    if alias.name != "*":
+                        names[alias.asname or alias.name] = f"{node.module}:{alias.name}"
+    return found
+
+
+def _exported_module(assignment: str, notebook: str) -> str | None:
+    """The course module a solution notebook exports (``gradschool/engine/nn.py``), if any."""
+    path = SOLUTIONS / assignment / f"{notebook}.ipynb"
+    target = nbformat.read(path, as_version=4).metadata.get("gradschool", {}).get("export")
+    return target if target and target.startswith("gradschool/") else None
+
+
+def _settings(assignment: str, timeout: float, memory_mb: int) -> dict:
+    """What a graded row depends on besides the file: the limits, and the tests (hidden ones
+    live in solutions/). ``--resume`` keeps rows only when these are unchanged."""
+    digest = hashlib.sha256()
+    for path in sorted((SOLUTIONS / assignment).glob("*.ipynb")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return {"assignment": assignment, "timeout": timeout, "memory_mb": memory_mb,
+            "solutions_sha256": digest.hexdigest()}
+
+
+def _warm_data(data: Path) -> None:
+    """Fill the run's dataset cache before any kernel starts: kernels see it read-only."""
+    env = dict(os.environ, GRADSCHOOL_DATA_DIR=str(data))
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    code = ("from gradschool import data\n"
+            "for name in data.available():\n"
+            "    if name != 'mnist_full':\n"
+            "        data.load(name)\n")
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, timeout=600)
 
 
 def _test_cells(notebook) -> set[str]:
@@ -106,6 +173,34 @@ def _scores(gradebook_url: str, assignment: str, student: str, notebook: str) ->
         grades = [g for g in nb.grades if g.name in tests]
         return (float(sum(g.auto_score or 0 for g in grades)),
                 float(sum(g.max_score for g in grades)))
+
+
+def _test_results(gradebook_url: str, assignment: str, student: str, notebook: str) -> list[dict]:
+    """Each auto-graded test cell of one submitted notebook: name, points, max points, passed."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(gradebook_url) as gb:
+        nb = gb.find_submission_notebook(notebook, assignment, student)
+        tests = _test_cells(nb.notebook)
+        order = {c.name: i for i, c in enumerate(nb.notebook.grade_cells)}
+        return [{"test": g.name, "score": float(g.auto_score or 0), "max_score": float(g.max_score),
+                 "passed": bool(g.max_score) and float(g.auto_score or 0) == float(g.max_score)}
+                for g in sorted(nb.grades, key=lambda g: order.get(g.name, 0)) if g.name in tests]
+
+
+def write_tests_json(rows: list[Row], gradebook_url: str, path: Path) -> None:
+    """``tests.json``: every row of grades.csv with its test cells, written whole then renamed."""
+    entries = []
+    for r in sorted(rows, key=lambda r: (r.student, r.notebook)):
+        try:
+            tests = _test_results(gradebook_url, r.assignment, r.student, r.notebook)
+        except Exception:  # noqa: BLE001 -- a row with no gradebook entry (unknown notebook, refused)
+            tests = []
+        entries.append({"student": r.student, "notebook": r.notebook, "status": r.status,
+                        "score": r.score, "max_score": r.max_score, "tests": tests})
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(entries, indent=1) + "\n")
+    tmp.replace(path)
 
 
 def _max_score(gradebook_url: str, assignment: str, notebook: str) -> float:
@@ -174,6 +269,13 @@ def tree_rss(process: psutil.Process) -> int:
 _RUNNING: set[int] = set()  # process groups of the jobs running now, stopped if the run is interrupted
 
 
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _stop_running() -> None:
     for pgid in list(_RUNNING):
         try:
@@ -182,46 +284,63 @@ def _stop_running() -> None:
             pass
 
 
-def _run_job(job: Job, assignment: str, gradebook_url: str, timeout: float,
-             memory_mb: int) -> tuple[str, str]:
+def _sandbox_settings(job: Job, library: Path, data: Path, runtime: Path, hidden: list[Path]) -> dict:
+    """What the job's kernel may see (:func:`autograder.sandbox.isolate`)."""
+    return {
+        "hidden": [str(p) for p in hidden],
+        "readable": [sys.prefix, str(library), str(data)],
+        "writable": [str(job.folder), str(runtime)],
+        "environment": {"PYTHONPATH": str(library), "GRADSCHOOL_DATA_DIR": str(data),
+                        "TMPDIR": "/tmp", "MPLBACKEND": "Agg"},
+        "report": str(job.folder / "isolation.txt"),
+    }
+
+
+def _run_job(server: ForkServer, job: Job, assignment: str, gradebook_url: str, timeout: float,
+             memory_mb: int, library: Path, hidden: list[Path], redact: bool = True) -> tuple[str, str]:
     """Run one job's process under the limits; returns (outcome, detail)."""
+    data = job.folder.parent.parent / "data"  # the run's own cache, in OUT/.work, warmed before
+    runtime = Path(tempfile.mkdtemp(prefix="gs-", dir="/tmp"))  # short: Unix socket paths are
     spec = {"root": str(job.folder), "assignment": assignment, "student": job.student,
-            "notebook": job.notebook, "db_url": gradebook_url, "timeout": int(timeout)}
+            "notebook": job.notebook, "db_url": gradebook_url, "timeout": int(timeout),
+            "imports": job.imports or {}, "sockets": str(runtime), "redact": redact}
+    sandbox.kernelspec(job.folder / "jupyter", _sandbox_settings(job, library, data, runtime, hidden))
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env.setdefault("MPLBACKEND", "Agg")
-    env["GRADSCHOOL_DATA_DIR"] = str(job.folder.parent.parent / "data")  # the run's own cache, in OUT
+    env["GRADSCHOOL_DATA_DIR"] = str(data)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["JUPYTER_PATH"] = str(job.folder / "jupyter")  # the sandboxed python3 kernelspec comes first
+    env["JUPYTER_RUNTIME_DIR"] = str(runtime)
     log_path = job.folder / "job.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "autograder.job", json.dumps(spec)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=job.folder, env=env,
-            start_new_session=True,
-        )
-        _RUNNING.add(process.pid)
-        watched = psutil.Process(process.pid)
-        deadline = time.monotonic() + timeout + JOB_START_ALLOWANCE_S
-        outcome, peak = "", 0
-        while process.poll() is None:
-            peak = max(peak, tree_rss(watched))
-            if peak > memory_mb * 2**20:
-                outcome = "memory_exceeded"
-            elif time.monotonic() > deadline:
-                outcome = "timeout"
-            if outcome:
+    pid = server.start(json.dumps(spec), log_path, job.folder, env)
+    _RUNNING.add(pid)
+    try:
+        watched = psutil.Process(pid)
+    except psutil.NoSuchProcess:  # already over
+        watched = None
+    deadline = time.monotonic() + timeout + JOB_START_ALLOWANCE_S
+    outcome, peak = "", 0
+    while watched is not None and _alive(watched):
+        peak = max(peak, tree_rss(watched))
+        if peak > memory_mb * 2**20:
+            outcome = "memory_exceeded"
+        elif time.monotonic() > deadline:
+            outcome = "timeout"
+        if outcome:
+            for kill in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
                 try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
+                    kill()
+                except (ProcessLookupError, PermissionError):
                     pass
-                process.wait()
-                break
-            time.sleep(0.2)
-    _RUNNING.discard(process.pid)
+            break
+        time.sleep(0.1)
+    _RUNNING.discard(pid)
+    shutil.rmtree(runtime, ignore_errors=True)
     tail = log_path.read_text(errors="replace")[-2000:]
     if outcome:
         return outcome, f"peak {peak / 2**20:.0f} MB"
-    if process.returncode != 0:
+    if exit_status(job.folder) != 0:
         return "crashed", tail
     return "done", tail
 
@@ -272,6 +391,7 @@ def grade(
     progress: bool = True,
     resume: bool = False,
     id_pattern: str | None = None,
+    show_hidden_tests: bool = False,
 ) -> list[Row]:
     known = notebooks(assignment)
     releases = {nb: CURRICULUM / assignment / f"{nb}.ipynb" for nb in known}
@@ -289,6 +409,22 @@ def grade(
     workers = max(1, workers or os.cpu_count() or 1)
     previous = _previous(out / "grades.csv", assignment) if resume else {}
     log = _logger(out / "grading.log", append=resume)
+    settings = _settings(assignment, timeout, memory_mb)
+    settings_file = out / "run.json"
+    if previous:
+        try:
+            before = json.loads(settings_file.read_text())
+        except (OSError, ValueError):
+            before = {}
+        changed = sorted(k for k in settings if before.get(k) != settings[k])
+        if changed:
+            log.warning("--resume: %s changed since the last run: every notebook is graded again",
+                        ", ".join(changed))
+            print(f"note: {', '.join(changed)} changed since the last run in {out}: "
+                  "--resume grades every notebook again", file=sys.stderr)
+            previous = {}
+    settings_file.with_suffix(".json.tmp").write_text(json.dumps(settings, indent=1) + "\n")
+    settings_file.with_suffix(".json.tmp").replace(settings_file)
 
     files = submissions.find(Path(submitted), assignment, known, pattern=id_pattern,
                              extract_to=work / "archive")
@@ -313,6 +449,7 @@ def grade(
             by_pair[(f.student, f.notebook)].append(f)
 
     release_nbs = {nb: nbformat.read(path, as_version=4) for nb, path in releases.items()}
+    imports = {nb: release_imports(release) for nb, release in release_nbs.items()}
     prepared: dict[str, dict[str, nbformat.NotebookNode]] = defaultdict(dict)
     to_grade: list[Job] = []
     reused: list[Row] = []
@@ -369,8 +506,15 @@ def grade(
                 note.append(f"the locked cells {', '.join(result.tampered)} were edited, deleted or "
                             "changed in type; they were put back as the release has them and graded so")
             to_grade.append(Job(student, nb, Path(), "; ".join(note), bool(result.restored),
-                                tuple(result.tampered), chosen.original_name, checksum))
+                                tuple(result.tampered), chosen.original_name, checksum, imports[nb]))
 
+    libraries = {nb: sandbox.build_library(work / "lib" / nb, ROOT, _exported_module(assignment, nb))
+                 for nb in sorted({job.notebook for job in to_grade})}
+    if to_grade:
+        _warm_data(work / "data")
+    gradebook_file = Path(gradebook or DEFAULT_GRADEBOOK).resolve()
+    hidden = [ROOT, out, Path(submitted).resolve(), gradebook_file,
+              *(gradebook_file.with_name(gradebook_file.name + suffix) for suffix in ("-journal", "-wal"))]
     jobs = []
     for job in to_grade:
         job.folder = work / "jobs" / f"{len(jobs):05d}"
@@ -384,7 +528,12 @@ def grade(
 
     def run(job: Job) -> Row:
         started = time.monotonic()
-        outcome, detail = _run_job(job, assignment, gradebook_url, timeout, memory_mb)
+        outcome, detail = _run_job(server, job, assignment, gradebook_url, timeout, memory_mb,
+                                   libraries[job.notebook], hidden, redact=not show_hidden_tests)
+        report = job.folder / "isolation.txt"
+        isolation = report.read_text() if report.exists() else ""
+        if isolation and not isolation.startswith("isolated"):
+            log.warning("%s/%s: the kernel ran %s", job.student, job.notebook, isolation)
         seconds = round(time.monotonic() - started, 1)
         autograded = job.folder / "autograded" / job.student / assignment / f"{job.notebook}.ipynb"
         hit_time_limit, kernel_died = _execution_errors(autograded)
@@ -408,6 +557,8 @@ def grade(
         score, _ = _scores(gradebook_url, assignment, job.student, job.notebook)
         died_in = events.get("kernel_died") or (["a cell"] if kernel_died else [])
         limited = events.get("output_limited") or []
+        replaced = list(dict.fromkeys(events.get("replaced") or []))
+        untrusted = events.get("untrusted") or []
         if hit_time_limit:
             messages.append(f"a cell ran past the {timeout:g} s limit and was stopped")
         if died_in:
@@ -418,8 +569,16 @@ def grade(
             messages.append(f"the output of {', '.join(dict.fromkeys(limited))} was cut to what the "
                             f"grader keeps ({KEPT_LINES} lines and {KEPT_CHARS:,} characters per output);"
                             " the grade counts in full")
+        if replaced:
+            shown = ", ".join(replaced[:6]) + (f" and {len(replaced) - 6} more" if len(replaced) > 6 else "")
+            messages.append(f"the submission had replaced what the tests rely on ({shown}); the "
+                            "originals were put back before each test ran")
+        if untrusted:
+            messages.append(f"{', '.join(untrusted)} scored 0: while they ran, the submission changed "
+                            "how failures are reported or checked")
         status = ("timeout" if hit_time_limit else "kernel_died" if died_in
-                  else "tampered" if job.tampered else "output_limited" if limited
+                  else "tampered" if job.tampered or replaced or untrusted
+                  else "output_limited" if limited
                   else "metadata_restored" if job.restored else "graded")
         feedback = job.folder / "feedback" / job.student / assignment / f"{job.notebook}.html"
         if feedback.exists():
@@ -457,6 +616,9 @@ def grade(
     if reused:
         log.info("%d notebooks unchanged since the last run were not graded again", len(reused))
     bar = _progress(len(jobs), progress)
+    server_env = dict(os.environ)
+    server_env["PYTHONPATH"] = str(ROOT) + os.pathsep + server_env.get("PYTHONPATH", "")
+    server = ForkServer(server_env) if jobs else None
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
         for future in as_completed([pool.submit(guarded, job) for job in jobs]):
@@ -468,11 +630,15 @@ def grade(
         log.warning("interrupted: %d notebooks are in grades.csv; --resume grades the rest",
                     sum(r.status in FINAL for r in rows))
         raise
+    finally:
+        if server is not None:
+            server.close()
     pool.shutdown()
     bar.close()
 
+    write_tests_json(rows, gradebook_url, out / "tests.json")
     shutil.rmtree(work, ignore_errors=True)
-    log.info("wrote %s", out / "grades.csv")
+    log.info("wrote %s and %s", out / "grades.csv", out / "tests.json")
     return rows
 
 

@@ -3,15 +3,16 @@
 # the repository root (so `nbgrader ...` and the formgrader work from there too).
 from pathlib import Path
 
-from nbconvert.preprocessors import ClearMetadataPreprocessor
+from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
 from nbgrader.preprocessors import (
     AssignLatePenalties,
     CheckCellMetadata,
+    GetGrades,
     IgnorePattern,
     SaveAutoGrades,
 )
 
-from autograder.preprocessors import CapOutput, KernelDeathIsNotFatal, StderrIsNotFailure
+from autograder.preprocessors import CapOutput, GuardedExecute, RedactHiddenTests, StderrIsNotFailure
 
 c = get_config()  # noqa: F821 -- provided by traitlets when it loads this file
 root = Path(__file__).resolve().parent.parent
@@ -30,10 +31,11 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
 # Grading: one generous per-cell limit (the grader adds its own per-notebook wall clock),
 # and stderr (framework warnings, progress bars) is not a failure; only an error is. A dead
-# kernel stops the run but not the grading; outputs kept are capped (see preprocessors.py).
+# kernel stops the run but not the grading; tests run with the real checks (autograder/guard.py);
+# outputs kept are capped (see preprocessors.py).
 c.Execute.timeout = 120
 c.Autograde.autograde_preprocessors = [
-    KernelDeathIsNotFatal,
+    GuardedExecute,
     IgnorePattern,
     ClearMetadataPreprocessor,
     CapOutput,
@@ -42,3 +44,6 @@ c.Autograde.autograde_preprocessors = [
     AssignLatePenalties,
     CheckCellMetadata,
 ]
+
+# Feedback shows each test's name, points and pass/fail, never the code of its hidden part.
+c.GenerateFeedback.preprocessors = [GetGrades, RedactHiddenTests, CSSHTMLHeaderPreprocessor]

@@ -3,7 +3,8 @@
 Three sources are read:
 
 * nbgrader's layout: ``SUBMISSIONS/<student>/<assignment>/<notebook>.ipynb``
-* a flat folder: ``SUBMISSIONS/<student>--<notebook>.ipynb``
+* a flat folder: ``SUBMISSIONS/<student>--<notebook>.ipynb``, or any names with an
+  ``--id-pattern`` (an LMS's zip already unpacked: its files' paths are matched as a zip's are)
 * an LMS zip (``SUBMISSIONS`` is a ``.zip`` file): each member's path inside the archive is
   matched by a regular expression whose named group ``student`` is the student id and whose
   optional group ``notebook`` is the file name as the student handed it in (default: what
@@ -99,6 +100,8 @@ def find(submissions: Path, assignment: str, known: list[str], *, pattern: str |
         raise SystemExit(f"error: {submissions} is neither a folder of submissions nor a zip of them")
     nbgrader_layout = [d for d in submissions.iterdir() if (d / assignment).is_dir()]
     found: list[Submitted] = []
+    if pattern is not None and not nbgrader_layout:
+        return _from_folder(submissions, known, id_pattern(pattern))
     if nbgrader_layout:
         for student_dir in sorted(nbgrader_layout):
             for path in sorted((student_dir / assignment).glob("*.ipynb")):
@@ -111,7 +114,9 @@ def find(submissions: Path, assignment: str, known: list[str], *, pattern: str |
                 raise SystemExit(
                     f"error: cannot tell whose file {path.name!r} is. Name flat submissions "
                     f"'<student>{FLAT_SEPARATOR}<notebook>.ipynb', use nbgrader's layout "
-                    f"<student>/{assignment}/<notebook>.ipynb, or give the LMS's zip itself."
+                    f"<student>/{assignment}/<notebook>.ipynb, give the LMS's zip itself, or give "
+                    "--id-pattern, a regular expression on the file names with a named group "
+                    "'student' (e.g. --id-pattern '^(?P<student>[^_]+)_(?P<notebook>.+)$')."
                 )
             found.append(Submitted(student.strip(), _match(notebook_name(rest), known),
                                    path, rest, mtime=path.stat().st_mtime))
@@ -132,6 +137,30 @@ def _refusal(info: zipfile.ZipInfo) -> str:
         return (f"refused: the archive member {info.filename!r} is larger than "
                 f"{MAX_MEMBER_BYTES // 2**20} MB")
     return ""
+
+
+def _from_folder(folder: Path, known: list[str], pattern: re.Pattern) -> list[Submitted]:
+    """A folder of files named any way, read with ``--id-pattern`` on their relative paths."""
+    found: list[Submitted] = []
+    unattributed: list[str] = []
+    for path in sorted(folder.rglob("*.ipynb")):
+        name = path.relative_to(folder).as_posix()
+        if any(part.startswith(".") or part == "__MACOSX" for part in PurePosixPath(name).parts):
+            continue
+        match = pattern.match(name)
+        if not match or not (match.group("student") or "").strip():
+            unattributed.append(name)
+            continue
+        handed_in = (match.groupdict().get("notebook") or name[match.end():] or path.name).strip()
+        found.append(Submitted(match.group("student").strip(),
+                               _match(notebook_name(PurePosixPath(handed_in).name), known),
+                               path, handed_in, mtime=path.stat().st_mtime))
+    if unattributed:
+        shown = ", ".join(repr(n) for n in unattributed[:3]) + (" ..." if len(unattributed) > 3 else "")
+        raise SystemExit(f"error: --id-pattern does not match {shown} in {folder} "
+                         f"({len(unattributed)} notebooks): give a pattern that fits every file name")
+    found.sort(key=lambda f: (f.student, f.original_name, str(f.path)))
+    return found
 
 
 def _from_zip(archive: Path, known: list[str], pattern: re.Pattern, folder: Path) -> list[Submitted]:

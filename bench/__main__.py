@@ -1,12 +1,14 @@
-"""python -m bench [notebooks [PATH ...] | engine]: the course's figures, budgets and ratios.
+"""python -m bench [notebooks [PATH ...] | engine | grading [STUDENTS] [WORKERS]]: the course's
+figures, budgets and ratios.
 
-With no argument every benchmark runs: each solution notebook's time and peak memory, then
-the engine's training step against PyTorch and NumPy.
+With no argument every benchmark runs: each solution notebook's time and peak memory, the
+engine's training step against PyTorch and NumPy, and the grader against nbgrader's serial
+autograde on a class of 20.
 """
 
 import sys
 
-from bench import engine, notebooks
+from bench import engine, grading, notebooks
 
 args = sys.argv[1:]
 if args[:1] == ["engine"]:
@@ -14,7 +16,12 @@ if args[:1] == ["engine"]:
     raise SystemExit(0)
 if args[:1] == ["notebooks"]:
     raise SystemExit(notebooks.main(args[1:]))
+if args[:1] == ["grading"]:
+    grading.main(*(int(a) for a in args[1:3]))
+    raise SystemExit(0)
 status = notebooks.main(args)
 print()
 engine.main()
+print()
+grading.main()
 raise SystemExit(status)

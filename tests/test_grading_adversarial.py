@@ -23,7 +23,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import submissions
+from autograder import sandbox, submissions
 from autograder.grade import FINAL, STATUSES, read_csv
 from conftest import ROOT
 from grading_helpers import (
@@ -42,6 +42,48 @@ from grading_helpers import (
 
 ASSIGNMENT, NOTEBOOK = "00_start", "start"
 LIMITS = ("--timeout", "15", "--memory-mb", "1500")
+ISOLATION = sandbox.probe()
+ISOLATED = ISOLATION.startswith("isolated")
+
+# Wrong answers: the test cells' checks fail them. With a trick, they would pass.
+WRONG = {"standardise": "def standardise(x):\n    return x * 1.0\n",
+         "row_argmax": "def row_argmax(scores):\n    return scores.argmax(axis=0)\n"}
+SILENCE_CHECKS = """
+import builtins, numpy.testing
+import gradschool.checks as checks
+for name in dir(checks):
+    if name.startswith("check_"):
+        setattr(checks, name, (lambda f, *a, **k: f(*a, **k)) if name == "check_no_mutation"
+                else (lambda *a, **k: None))
+numpy.testing.assert_allclose = lambda *a, **k: None
+builtins.all = lambda *a, **k: True
+"""
+SWALLOW_ERRORS = """
+shell = get_ipython()
+async def run_code(code, result=None, *, async_=False):
+    try:
+        exec(code, shell.user_global_ns, shell.user_ns)
+    except BaseException:
+        pass
+    return False
+shell.run_code = run_code
+"""
+SILENCE_WHEN_CALLED = "def standardise(x):\n" + "".join(
+    f"    {line}\n" for line in SILENCE_CHECKS.strip().splitlines()) + "    return x * 1.0\n"
+REACH_OUT = """
+import pathlib, socket
+for parent in pathlib.Path.cwd().parents:  # other students' notebooks, the class's grades
+    for target in [*parent.glob("grades.csv"), *parent.glob("*/submitted/*/*/*.ipynb")]:
+        try:
+            target.write_text("{}")
+        except OSError:
+            pass
+try:
+    socket.create_connection(("127.0.0.1", PORT), timeout=2).close()
+    standardise = None  # reached the network: this notebook loses its points
+except OSError:
+    pass
+"""
 
 
 @dataclass(frozen=True)
@@ -58,8 +100,23 @@ def _notebook_bytes(nb) -> bytes:
     return nbformat.writes(nb).encode()
 
 
-def build_class() -> tuple[list[Case], dict[str, bytes], float]:
-    """The cases, the zip's members (path -> bytes), and the notebook's full marks."""
+def wrong(nb):
+    for grade_id_ in exercises(nb):
+        name = next(n for n in WRONG if n in nb.cells[cell_index(nb, grade_id_[0])].source)
+        nb = with_code(nb, grade_id_[0], WRONG[name])
+    return nb
+
+
+def read_the_solution() -> str:
+    path = ROOT / "solutions" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+    return (f"import json\nfor cell in json.load(open({str(path)!r}))['cells']:\n"
+            "    if ''.join(cell['source']).startswith('def '):\n"
+            "        exec(''.join(cell['source']))\n")
+
+
+def build_class(port: int = 9) -> tuple[list[Case], dict[str, bytes], float]:
+    """The cases, the zip's members (path -> bytes), and the notebook's full marks. ``port``: a
+    port on the grader's loopback that a submission tries to reach."""
     exs = exercises(solution(ASSIGNMENT, NOTEBOOK))
     (first, first_points), (second, second_points) = exs[0], exs[1]
     total = sum(p for _, p in exs)
@@ -105,7 +162,28 @@ def build_class() -> tuple[list[Case], dict[str, bytes], float]:
          _notebook_bytes(with_code(full, first, "print('x' * 3_000_000)\nfor i in range(5000):\n"
                                                 "    print(i)"))),
         (Case("pam", "start.ipynb", "refused", (0, 0), "escapes the archive"), whole),
+        # tricks on top of wrong answers: none may score more than the wrong answers alone (0)
+        (Case("quin", "start.ipynb", "tampered", (0, 0), "custom exception handler"),
+         _notebook_bytes(with_code(wrong(release(ASSIGNMENT, NOTEBOOK)), first,
+                                   "get_ipython().set_custom_exc((BaseException,), lambda *a, **k: None)",
+                                   before=True))),
+        (Case("rae", "start.ipynb", "tampered", (0, 0), "gradschool.checks.check_close"),
+         _notebook_bytes(with_code(wrong(release(ASSIGNMENT, NOTEBOOK)), first, SILENCE_CHECKS,
+                                   before=True))),
+        (Case("sol", "start.ipynb", "tampered", (0, 0), "shell.run_code"),
+         _notebook_bytes(with_code(wrong(release(ASSIGNMENT, NOTEBOOK)), first, SWALLOW_ERRORS,
+                                   before=True))),
+        (Case("tom", "start.ipynb", "tampered", (0, 0), f"{test_first} scored 0"),
+         _notebook_bytes(with_code(wrong(release(ASSIGNMENT, NOTEBOOK)), first, SILENCE_WHEN_CALLED))),
     ]
+    if ISOLATED:  # what only the sandbox stops: reading the solutions, writing elsewhere, the network
+        table += [
+            (Case("uma", "start.ipynb", "graded", (0, 0), ""),
+             _notebook_bytes(with_code(wrong(release(ASSIGNMENT, NOTEBOOK)), first,
+                                       read_the_solution()))),
+            (Case("val", "start.ipynb", "graded", (total, total), ""),
+             _notebook_bytes(with_code(full, first, REACH_OUT.replace("PORT", str(port))))),
+        ]
     members: dict[str, bytes] = {}
     for number, (case, content) in enumerate(table):
         path = f"{case.name}_{1000 + number}_{5000 + number}_{case.filename}"
@@ -143,9 +221,37 @@ def graded_lines(log: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def listener():
+    """A port on this machine's loopback, counting who connects to it."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.5)
+    reached: list[str] = []
+    stop = threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                connection, address = server.accept()
+            except OSError:
+                continue
+            reached.append(str(address))
+            connection.close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], reached
+    stop.set()
+    thread.join()
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, listener):
     base = tmp_path_factory.mktemp("adversarial")
-    cases, members, total = build_class()
+    cases, members, total = build_class(port=listener[0])
     archive = write_zip(base / "canvas.zip", members)
     before = sha(archive)
 
@@ -192,7 +298,7 @@ def runs(tmp_path_factory):
         "seen": seen, "resumed": read_csv_text(resumed_csv), "resumed_log": resumed_log,
         "first_log": first_log,
         "changed": read_csv(base / "parallel" / "grades.csv"), "changed_log": after_change_log,
-        "archive2": archive2,
+        "archive2": archive2, "reached": listener[1],
     }
 
 
@@ -219,6 +325,57 @@ def test_every_case_gets_its_status_score_and_message(runs):
         assert low <= float(r["score"]) <= high, (case, r)
         assert case.says in r["message"], (case, r)
         assert r["status"] == "graded" or r["message"], f"{case.name}: a status without a word"
+
+
+@pytest.mark.notebooks
+def test_no_trick_scores_more_than_the_wrong_answers_under_it(runs):
+    """Tricks on wrong answers score 0, as the wrong answers do; what was replaced is named."""
+    cases, rows = runs["cases"], runs["parallel"]
+    for name in ("quin", "rae", "sol", "tom"):
+        r = row(rows, student_id(cases, name))
+        assert (r["status"], float(r["score"])) == ("tampered", 0.0), r
+
+
+@pytest.mark.notebooks
+@pytest.mark.skipif(not ISOLATED, reason=f"no sandbox for kernels on this machine: {ISOLATION}")
+def test_a_kernel_reaches_neither_the_solutions_nor_other_files_nor_the_network(runs):
+    cases, rows = runs["cases"], runs["parallel"]
+    uma, val = row(rows, student_id(cases, "uma")), row(rows, student_id(cases, "val"))
+    assert (uma["status"], float(uma["score"])) == ("graded", 0.0), "the solutions were readable"
+    assert (val["status"], float(val["score"])) == ("graded", runs["total"]), val
+    assert runs["reached"] == [], "a kernel connected to the grader's loopback"
+    # every other case kept its own result (test_every_case_gets_its_status_score_and_message)
+
+
+@pytest.mark.notebooks
+def test_feedback_shows_test_names_and_results_but_not_hidden_code(runs):
+    cases, base = runs["cases"], runs["base"]
+    hidden_line = "rng = np.random.default_rng(7)"  # from test-standardise's hidden part
+    assert hidden_line in solution(ASSIGNMENT, NOTEBOOK).cells[
+        cell_index(solution(ASSIGNMENT, NOTEBOOK), "test-standardise")].source
+    for name in ("bea", "rae", "tom"):
+        page = (base / "parallel" / "feedback" / student_id(cases, name) / f"{NOTEBOOK}.html").read_text()
+        assert "test-standardise" in page and "lines of hidden tests, not shown" in page, name
+        assert hidden_line not in page and "default_rng(7)" not in page, f"{name}: hidden code shown"
+
+
+@pytest.mark.notebooks
+def test_tests_json_breaks_every_score_down_by_test(runs):
+    cases, total = runs["cases"], runs["total"]
+    rows = runs["changed"]  # the folder's last run (after --resume with bea's new file)
+    entries = json.loads((runs["base"] / "parallel" / "tests.json").read_text())
+    by_student = {(e["student"], e["notebook"]): e for e in entries}
+    assert sorted(by_student) == sorted((r["student"], r["notebook"]) for r in rows)
+    for r in rows:
+        entry = by_student[(r["student"], r["notebook"])]
+        assert (entry["status"], entry["score"]) == (r["status"], float(r["score"]))
+        if entry["tests"]:
+            assert sum(t["score"] for t in entry["tests"]) == entry["score"]
+            assert sum(t["max_score"] for t in entry["tests"]) == total
+    ann = by_student[(student_id(cases, "ann"), NOTEBOOK)]["tests"]
+    bea = by_student[(student_id(cases, "bea"), NOTEBOOK)]["tests"]  # a blank notebook now
+    assert [t["test"] for t in ann] == ["test-standardise", "test-row-argmax"]
+    assert all(t["passed"] for t in ann) and not any(t["passed"] for t in bea)
 
 
 @pytest.mark.notebooks
@@ -278,7 +435,8 @@ def test_submissions_are_read_only_and_nothing_lands_outside_out(runs):
         ["canvas.zip", "canvas-2.zip", "parallel", "parallel.db", "serial", "serial.db"])
     assert not list(base.parent.glob("pam_*")) and not list(base.rglob("pam_*")), "a member escaped"
     for out in ("parallel", "serial"):
-        assert sorted(p.name for p in (base / out).iterdir()) == ["feedback", "grades.csv", "grading.log"]
+        assert sorted(p.name for p in (base / out).iterdir()) == [
+            "feedback", "grades.csv", "grading.log", "run.json", "tests.json"]
 
 
 @pytest.mark.notebooks
@@ -318,6 +476,22 @@ def test_an_interrupted_run_keeps_what_it_graded_and_resume_finishes(tmp_path):
     assert (row(after, "bob")["status"], float(row(after, "bob")["score"])) == ("graded", 4.0)
 
 
+@pytest.mark.notebooks
+def test_resume_grades_again_when_the_limits_or_the_tests_changed(tmp_path, monkeypatch):
+    subs, out, gradebook = tmp_path / "flat", tmp_path / "out", tmp_path / "gradebook.db"
+    write(release(ASSIGNMENT, NOTEBOOK), subs / f"amy--{NOTEBOOK}.ipynb")
+    run_grader(ASSIGNMENT, subs, out, gradebook, "--timeout", "60")
+    settings = json.loads((out / "run.json").read_text())
+    assert settings["timeout"] == 60 and len(settings["solutions_sha256"]) == 64
+    log = out / "grading.log"
+    for extra, says in ((("--timeout", "60"), "were not graded again"),
+                        (("--timeout", "90"), "timeout changed since the last run")):
+        before = log.read_text()
+        run_grader(ASSIGNMENT, subs, out, gradebook, *extra, "--resume")
+        assert says in log.read_text()[len(before):]
+    assert json.loads((out / "run.json").read_text())["timeout"] == 90
+
+
 # --- sources, without running a notebook ---------------------------------------------------------
 
 def _zip(tmp_path: Path, names: list[str], name: str = "class.zip") -> Path:
@@ -341,6 +515,22 @@ def test_a_pattern_of_ones_own_reads_folders_per_student(tmp_path):
     pattern = r"^(?P<student>[^_/]+)_\d+_assignsubmission_file_/(?P<notebook>[^/]+)$"
     found = submissions.find(archive, ASSIGNMENT, [NOTEBOOK], pattern=pattern, extract_to=tmp_path / "x")
     assert [(f.student, f.notebook) for f in found] == [("Jane Smith", NOTEBOOK)]
+
+
+def test_a_flat_folder_of_lms_names_is_read_with_the_id_pattern(tmp_path):
+    folder = tmp_path / "unpacked"
+    for name in ("smithjane_12345_67890_start.ipynb", "doejohn_222_333_Copy of start (1).ipynb",
+                 ".ipynb_checkpoints/smithjane_12345_67890_start-checkpoint.ipynb"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("{}")
+    found = submissions.find(folder, ASSIGNMENT, [NOTEBOOK], pattern=submissions.DEFAULT_ID_PATTERN)
+    assert [(f.student, f.notebook, f.original_name) for f in found] == [
+        ("12345", NOTEBOOK, "start.ipynb"), ("222", NOTEBOOK, "Copy of start (1).ipynb")]
+    assert all(f.path.parent == folder for f in found), "read where they are, never copied"
+    with pytest.raises(SystemExit, match=r"--id-pattern does not match 'doejohn_222_333_Copy of"):
+        submissions.find(folder, ASSIGNMENT, [NOTEBOOK], pattern=r"^(?P<student>x)")
+    with pytest.raises(SystemExit, match="cannot tell whose file.*--id-pattern"):
+        submissions.find(folder, ASSIGNMENT, [NOTEBOOK])
 
 
 def test_unreadable_names_and_patterns_say_what_to_do(tmp_path):

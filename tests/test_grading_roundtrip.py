@@ -68,7 +68,8 @@ def test_submissions_untouched_and_nothing_left_behind(graded):
     _, base, _, _, before = graded
     assert checksums(base / "submitted") == before
     assert not (base / "out" / ".work").exists()
-    assert sorted(p.name for p in (base / "out").iterdir()) == ["feedback", "grades.csv", "grading.log"]
+    assert sorted(p.name for p in (base / "out").iterdir()) == [
+        "feedback", "grades.csv", "grading.log", "run.json", "tests.json"]
 
 
 def test_gradebook_agrees_with_the_csv(graded):
