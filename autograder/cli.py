@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--show-hidden-tests", action="store_true",
                    help="feedback shows the code of hidden tests (by default it is redacted: test names, "
                         "points and pass/fail are kept)")
+    g.add_argument("--export", action="append", default=[], choices=["canvas", "gradescope"],
+                   help="also write OUT/canvas.csv or OUT/gradescope.csv, one total per student in the "
+                        "shape that LMS imports (repeatable; see autograder/README.md)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -87,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             args.assignment, args.submissions, args.out, gradebook=args.gradebook,
             workers=args.workers, timeout=args.timeout, memory_mb=args.memory_mb,
             progress=not args.quiet, resume=args.resume, id_pattern=args.id_pattern,
-            show_hidden_tests=args.show_hidden_tests,
+            show_hidden_tests=args.show_hidden_tests, exports=tuple(args.export),
         )
     except KeyboardInterrupt:
         print(f"interrupted: the notebooks graded so far are in {args.out / 'grades.csv'}; "

@@ -45,6 +45,7 @@ import nbformat
 import psutil
 from sqlalchemy.exc import SAWarning
 
+from autograder import exports as lms_exports
 from autograder import restore, sandbox, submissions
 from autograder.course import (
     CURRICULUM,
@@ -392,7 +393,12 @@ def grade(
     resume: bool = False,
     id_pattern: str | None = None,
     show_hidden_tests: bool = False,
+    exports: tuple[str, ...] = (),
 ) -> list[Row]:
+    unknown = [kind for kind in exports if kind not in lms_exports.FORMATS]
+    if unknown:  # fails before anything is graded
+        raise SystemExit(f"error: --export {unknown[0]!r} is not known "
+                         f"(known: {', '.join(lms_exports.FORMATS)})")
     known = notebooks(assignment)
     releases = {nb: CURRICULUM / assignment / f"{nb}.ipynb" for nb in known}
     for path in releases.values():
@@ -637,6 +643,8 @@ def grade(
     bar.close()
 
     write_tests_json(rows, gradebook_url, out / "tests.json")
+    for kind in exports:
+        log.info("wrote %s", lms_exports.write(kind, rows, out, assignment))
     shutil.rmtree(work, ignore_errors=True)
     log.info("wrote %s and %s", out / "grades.csv", out / "tests.json")
     return rows

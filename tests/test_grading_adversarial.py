@@ -480,7 +480,8 @@ def test_an_interrupted_run_keeps_what_it_graded_and_resume_finishes(tmp_path):
 def test_resume_grades_again_when_the_limits_or_the_tests_changed(tmp_path, monkeypatch):
     subs, out, gradebook = tmp_path / "flat", tmp_path / "out", tmp_path / "gradebook.db"
     write(release(ASSIGNMENT, NOTEBOOK), subs / f"amy--{NOTEBOOK}.ipynb")
-    run_grader(ASSIGNMENT, subs, out, gradebook, "--timeout", "60")
+    run_grader(ASSIGNMENT, subs, out, gradebook, "--timeout", "60", "--export", "canvas")
+    assert (out / "canvas.csv").read_text().splitlines()[2] == ",amy,,,,0"
     settings = json.loads((out / "run.json").read_text())
     assert settings["timeout"] == 60 and len(settings["solutions_sha256"]) == 64
     log = out / "grading.log"

@@ -109,3 +109,19 @@ def test_every_file_has_a_row_and_nothing_was_changed(graded):
         ("dan", NOTEBOOK), ("fay", NOTEBOOK), ("fay", "homework"), ("gus", NOTEBOOK)])
     assert checksums(base / "flat") == before
     assert all(r["message"] or r["status"] == "graded" for r in rows)
+
+
+def test_lms_exports_sum_each_students_notebooks(tmp_path):
+    from autograder import exports
+    from autograder.grade import Row
+
+    rows = [Row("1001", "a", "one", 3.0, 4.0, "graded", ""), Row("1001", "a", "two", 1.0, 2.0, "graded", ""),
+            Row("1002", "a", "one", 4.0, 4.0, "graded", ""),
+            Row("1002", "a", "two", 0.0, 2.0, "missing", "no two.ipynb was handed in")]
+    canvas = exports.write("canvas", rows, tmp_path, "a")
+    assert canvas.read_text().splitlines() == [
+        "Student,ID,SIS User ID,SIS Login ID,Section,a", "Points Possible,,,,,6", ",1001,,,,4", ",1002,,,,4"]
+    gradescope = exports.write("gradescope", rows, tmp_path, "a")
+    assert gradescope.read_text().splitlines() == ["SID,Total Score", "1001,4", "1002,4"]
+    with pytest.raises(SystemExit, match="not known"):
+        exports.write("moodle", rows, tmp_path, "a")
