@@ -45,6 +45,7 @@ import nbformat
 import psutil
 from sqlalchemy.exc import SAWarning
 
+from autograder import export as exporting
 from autograder import exports as lms_exports
 from autograder import restore, sandbox, submissions
 from autograder.course import (
@@ -130,11 +131,18 @@ def release_imports(release: nbformat.NotebookNode) -> dict[str, dict[str, str]]
     return found
 
 
-def _exported_module(assignment: str, notebook: str) -> str | None:
-    """The course module a solution notebook exports (``gradschool/engine/nn.py``), if any."""
-    path = SOLUTIONS / assignment / f"{notebook}.ipynb"
-    target = nbformat.read(path, as_version=4).metadata.get("gradschool", {}).get("export")
-    return target if target and target.startswith("gradschool/") else None
+def _withheld_module(assignment: str, notebook: str) -> tuple[str, str] | None:
+    """The module a solution notebook exports, as its *release* exports it (exercises blank):
+    what the graded kernel's copy of the course holds in its place (:func:`sandbox.build_library`).
+    A notebook whose worker processes must import the reference says so in its metadata
+    (``"gradschool": {"withhold": false}``; autograder/README.md names them)."""
+    settings = nbformat.read(SOLUTIONS / assignment / f"{notebook}.ipynb", as_version=4).metadata.get(
+        "gradschool", {})
+    target = settings.get("export")
+    if not target or not target.startswith("gradschool/") or settings.get("withhold") is False:
+        return None
+    path, text = exporting.module_source(CURRICULUM / assignment / f"{notebook}.ipynb")
+    return target, text
 
 
 def _settings(assignment: str, timeout: float, memory_mb: int) -> dict:
@@ -514,7 +522,7 @@ def grade(
             to_grade.append(Job(student, nb, Path(), "; ".join(note), bool(result.restored),
                                 tuple(result.tampered), chosen.original_name, checksum, imports[nb]))
 
-    libraries = {nb: sandbox.build_library(work / "lib" / nb, ROOT, _exported_module(assignment, nb))
+    libraries = {nb: sandbox.build_library(work / "lib" / nb, ROOT, _withheld_module(assignment, nb))
                  for nb in sorted({job.notebook for job in to_grade})}
     if to_grade:
         _warm_data(work / "data")

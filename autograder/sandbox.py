@@ -8,7 +8,8 @@ A graded notebook is arbitrary code. Each grading job starts its kernel through 
    gradebook and the submissions invisible (an empty folder, or /dev/null for a file);
 3. gives the kernel a private, empty /tmp and /dev/shm, so jobs cannot reach each other;
 4. brings back only what the notebook needs: the Python environment, a copy of the course
-   package (:func:`build_library`, without the module the graded notebook itself builds),
+   package (:func:`build_library`, where the module the graded notebook builds has its
+   exercises blank, as in the release),
    the dataset cache (read-only) and the job's own folder (writable);
 5. has no network: the new namespace has only a loopback that is down. The kernel talks to
    nbgrader through Unix sockets in the job's runtime folder, which need none.
@@ -20,7 +21,6 @@ the grader writes that into its log and autograder/README.md says what that leav
 
 from __future__ import annotations
 
-import ast
 import ctypes
 import json
 import os
@@ -43,14 +43,15 @@ GUARD_MODULES = ("autograder/__init__.py", "autograder/guard.py")
 # ---------------------------------------------------------------- the course copy
 
 
-def build_library(target: Path, root: Path, withheld: str | None = None) -> Path:
+def build_library(target: Path, root: Path, withheld: tuple[str, str] | None = None) -> Path:
     """A copy of what a graded notebook may import: the ``gradschool`` package, the datasets'
     manifest and the projects' weights, and the grader's in-kernel guard.
 
-    ``withheld`` (``gradschool/engine/nn.py``) is the module that the graded notebook builds:
-    its copy is replaced by one that refuses to import, so that the reference solution cannot
-    stand in for the student's; a package ``__init__`` that imported it eagerly imports
-    lazily instead, so that the modules the notebook may use still import.
+    ``withheld`` is ``(path, text)``: the module that the graded notebook builds
+    (``gradschool/engine/nn.py``) and what to put there instead, its export from the *release*
+    notebook, where every exercise is a stub that raises ``NotImplementedError``. So the
+    reference solution cannot stand in for the student's, while everything else in the module
+    (and every module that imports it) still imports.
     """
     if target.exists():
         shutil.rmtree(target)
@@ -63,47 +64,11 @@ def build_library(target: Path, root: Path, withheld: str | None = None) -> Path
     for name in GUARD_MODULES:
         (target / name).parent.mkdir(exist_ok=True)
         shutil.copy2(root / name, target / name)
-    if withheld and (target / withheld).exists():
-        _withhold(target, withheld)
+    if withheld is not None:
+        path, text = withheld
+        (target / path).parent.mkdir(parents=True, exist_ok=True)
+        (target / path).write_text(text)
     return target
-
-
-def _withhold(library: Path, relative: str) -> None:
-    module = relative.removesuffix(".py").replace("/", ".")
-    (library / relative).write_text(
-        f'raise ImportError("{module} is what this notebook builds: while it is graded, the course\'s '
-        f'own copy is withheld. Write it in the notebook.")\n')
-    package_init = (library / relative).parent / "__init__.py"
-    if package_init.exists():
-        package_init.write_text(_lazy_init(package_init.read_text(), module.rpartition(".")[0]))
-
-
-def _lazy_init(source: str, package: str) -> str:
-    """A package ``__init__`` whose ``from <package>.<module> import names`` become lazy:
-    each name is imported on first use (PEP 562), so one withheld module breaks only itself."""
-    tree = ast.parse(source)
-    lines = source.splitlines()
-    lazy: dict[str, str] = {}
-    drop: set[int] = set()
-    for node in tree.body:
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(package + "."):
-            for alias in node.names:
-                lazy[alias.asname or alias.name] = f"{node.module}:{alias.name}"
-            drop.update(range(node.lineno - 1, node.end_lineno))
-    kept = [line for number, line in enumerate(lines) if number not in drop]
-    return "\n".join(kept) + f"""
-
-_LAZY = {lazy!r}
-
-
-def __getattr__(name):
-    import importlib
-
-    if name not in _LAZY:
-        raise AttributeError(f"module {{__name__!r}} has no attribute {{name!r}}")
-    module, attribute = _LAZY[name].split(":")
-    return getattr(importlib.import_module(module), attribute)
-"""
 
 
 # ---------------------------------------------------------------- the kernel's namespaces

@@ -15,7 +15,7 @@ import nbformat
 import pytest
 
 from autograder import sandbox
-from autograder.grade import release_imports
+from autograder.grade import _withheld_module, release_imports
 from conftest import ROOT
 
 ISOLATION = sandbox.probe()
@@ -35,27 +35,27 @@ def run_python(code: str, library=None, settings=None, tmp_path=None) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_the_library_withholds_the_module_being_graded_and_only_it(tmp_path):
-    library = sandbox.build_library(tmp_path / "lib", ROOT, withheld="gradschool/engine/nn.py")
+def test_the_library_holds_the_graded_module_as_the_release_has_it(tmp_path):
+    withheld = _withheld_module("02_engine", "03_nn")
+    assert withheld[0] == "gradschool/engine/nn.py" and "raise NotImplementedError()" in withheld[1]
+    library = sandbox.build_library(tmp_path / "lib", ROOT, withheld=withheld)
     found = run_python("""
-        import json
+        import inspect, json
         import gradschool.engine.tensor as tensor
-        from gradschool.engine import Tensor, Adam
+        from gradschool.engine import Tensor, Adam, Linear
+        import gradschool.engine.nn as nn
         from gradschool.projects import spec
-        result = {"tensor": tensor.__file__, "weights": str(spec.WEIGHTS_DIR),
-                  "same": Tensor is tensor.Tensor}
-        for name in ("import gradschool.engine.nn", "from gradschool.engine import Linear"):
-            try:
-                exec(name)
-                result[name] = "imported"
-            except ImportError as error:
-                result[name] = str(error)
-        print(json.dumps(result))
+        blank = sorted(name for name, f in vars(nn).items()
+                       if inspect.isfunction(f) and f.__module__ == nn.__name__
+                       and "raise NotImplementedError()" in inspect.getsource(f))
+        print(json.dumps({"tensor": tensor.__file__, "weights": str(spec.WEIGHTS_DIR),
+                          "same": Tensor is tensor.Tensor, "blank": blank}))
     """, library=library, tmp_path=tmp_path)
     assert found["tensor"].startswith(str(library)) and found["same"]
     assert found["weights"] == str(library / "datasets" / "weights")
-    for name in ("import gradschool.engine.nn", "from gradschool.engine import Linear"):
-        assert "is what this notebook builds" in found[name] and "withheld" in found[name], found
+    assert found["blank"], "the exercises of 03_nn are stubs in the graded kernel's copy"
+    assert (library / "gradschool" / "engine" / "tensor.py").read_text() == (
+        ROOT / "gradschool" / "engine" / "tensor.py").read_text(), "only the graded module differs"
     assert (library / "autograder" / "guard.py").read_text() == (ROOT / "autograder" / "guard.py").read_text()
     assert not list(library.rglob("__pycache__"))
 
