@@ -11,8 +11,9 @@ A graded notebook is arbitrary code. Each grading job starts its kernel through 
    package (:func:`build_library`, where the module the graded notebook builds has its
    exercises blank, as in the release),
    the dataset cache (read-only) and the job's own folder (writable);
-5. has no network: the new namespace has only a loopback that is down. The kernel talks to
-   nbgrader through Unix sockets in the job's runtime folder, which need none.
+5. has no network: the new namespace has only its own loopback (the notebook's processes may
+   talk to each other on 127.0.0.1, as torch's gloo does; the grader's loopback is another).
+   The kernel talks to nbgrader through Unix sockets in the job's runtime folder.
 
 Where the OS allows none of it (macOS, a container without namespaces), the kernel still runs
 with the course copy first on its path, and :func:`isolate` says why the rest was not done;
@@ -121,6 +122,20 @@ def _unshare(libc) -> str:
     return "user namespace"
 
 
+def _loopback_up() -> None:
+    """Bring up the namespace's own loopback (down when created): a notebook's processes may
+    talk to each other on 127.0.0.1 (torch's gloo), and still reach nothing outside."""
+    import fcntl
+    import socket
+    import struct
+
+    get_flags, set_flags, up = 0x8913, 0x8914, 0x1  # SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        request = struct.pack("16sH", b"lo", 0)
+        flags = struct.unpack("16sH", fcntl.ioctl(s, get_flags, request)[:18])[1]
+        fcntl.ioctl(s, set_flags, struct.pack("16sH", b"lo", flags | up))
+
+
 def _mounts() -> list[tuple[str, int]]:
     """Mount points of this namespace, with the options a read-only remount must keep."""
     found = []
@@ -150,6 +165,7 @@ def isolate(settings: dict) -> str:
     except OSError as error:
         return f"not isolated: no new namespaces here ({error})"
     _mount(libc, None, "/", None, MS_REC | MS_PRIVATE)
+    _loopback_up()
     hidden = sorted({Path(p) for p in settings.get("hidden", []) if os.path.lexists(p)},
                     key=lambda p: len(p.parts))
     hidden = [p for i, p in enumerate(hidden) if not _within(p, hidden[:i])]  # nested: hidden already
@@ -188,7 +204,8 @@ def isolate(settings: dict) -> str:
     for handle in handles.values():
         os.close(handle)
     note = f"; {len(problems)} mounts stayed writable" if problems else ""
-    return f"isolated ({how}: read-only file systems, {len(hidden)} paths hidden, no network{note})"
+    return (f"isolated ({how}: read-only file systems, {len(hidden)} paths hidden, "
+            f"a loopback of its own and no network{note})")
 
 
 def probe() -> str:

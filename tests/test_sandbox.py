@@ -102,6 +102,7 @@ def test_a_sandboxed_process_sees_only_what_it_was_given(tmp_path):
             "network": attempt(lambda: socket.create_connection(("127.0.0.1", {server.getsockname()[1]}),
                                                                 timeout=2).close()),
             "environment": os.environ.get("GRADED"),
+            "own loopback": attempt(lambda: socket.create_server(("127.0.0.1", 0)).close()),
         }}))
     """, settings=settings, tmp_path=work)
     try:
@@ -119,7 +120,7 @@ def test_a_sandboxed_process_sees_only_what_it_was_given(tmp_path):
     assert "Read-only" in found["write elsewhere"] and not os.path.exists("/etc/graded-was-here")
     assert found["write tmp"] == "ok" and not os.path.exists("/tmp/left-behind"), "/tmp is private"
     assert found["network"] != "ok" and not reached, "the network is out of reach"
-    assert found["environment"] == "yes"
+    assert found["environment"] == "yes" and found["own loopback"] == "ok"
     assert (secret / "answers.txt").read_text() == "42" and (kept / "data.txt").read_text() == "data"
     assert (work / "report.txt").read_text().startswith("isolated")
 
