@@ -5,6 +5,8 @@ iterator with a background prefetch for JAX, the engine's DataLoader), with the 
 augmentation.
 """
 
+import dataclasses
+
 from gradschool.projects.spec import Conv2D, Dense, Flatten, MaxPool, Optimizer, Spec
 
 SPEC = Spec(
@@ -33,3 +35,10 @@ SPEC = Spec(
         "loss": "softmax cross-entropy from the logits, averaged over the batch",
     },
 )
+
+# The student of Part 4's distillation (10_compress): the same network with a third of the
+# filters, for every framework. Its initial weights come from make_initial_weights() (seeded; no
+# committed file, so no checksum).
+STUDENT = dataclasses.replace(
+    SPEC, name="images_student", title="The image CNN with a third of the filters",
+    layers=(Conv2D(4), MaxPool(2), Conv2D(8), MaxPool(2), Flatten(), Dense(10)), weights_sha256="")
