@@ -17,6 +17,13 @@ CURRICULUM = ROOT / "curriculum"
 CONFIG_FILE = Path(__file__).resolve().parent / "nbgrader_config.py"
 DEFAULT_GRADEBOOK = ROOT / "gradebook.db"
 
+# jsonschema (which nbformat and nbgrader import) validates the "iri" format with rfc3987_syntax
+# when that is installed (a Jupyter dependency): importing it builds dozens of parsers, over a
+# second of CPU in every grader process. Notebooks have no IRIs to check; the import is skipped.
+SKIPPED_IMPORTS = ("rfc3987_syntax",)
+for _name in SKIPPED_IMPORTS:
+    sys.modules.setdefault(_name, None)  # `import rfc3987_syntax` now raises ImportError
+
 
 def assignments() -> list[str]:
     """The assignments: the folders of solutions/ that hold notebooks, in course order."""

@@ -1,8 +1,10 @@
-"""Start grading jobs without paying for nbgrader's import each time.
+"""Start grading jobs without paying, for each notebook, what every notebook pays.
 
 Importing nbgrader (SQLAlchemy, nbconvert, jupyter_client, ...) costs seconds of CPU: more
 than a small notebook takes to run. The grader starts this server once per run; it imports
-them (:data:`autograder.job.PRELOAD`) and then, for each JSON line it reads on stdin
+them (:data:`autograder.job.PRELOAD`), compiles the feedback page's templates
+(:func:`autograder.job.warm_up`), imports what every kernel imports
+(:data:`autograder.prefork.KERNEL_PRELOAD`), and then, for each JSON line it reads on stdin
 (``{"spec", "log", "cwd", "env"}``), forks a child that runs
 :func:`autograder.job.run_in_child` and answers with the child's pid (``{"pid": N}``). The
 child is its own session, so the grader stops it and its kernel together; it writes its exit
@@ -12,6 +14,7 @@ children and ends when its stdin closes.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import os
@@ -33,10 +36,17 @@ def _reap(signum, frame) -> None:
 
 
 def serve() -> int:
-    from autograder import job
+    from autograder import job, prefork
 
     for name in job.PRELOAD:
         importlib.import_module(name)
+    job.warm_up()
+    server_path = {p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p}
+    prefork.BASE_PATH = [p for p in sys.path[1:] if p not in server_path]  # as a fresh interpreter's
+    os.environ["MPLBACKEND"] = "Agg"  # as in every graded kernel (autograder.grade), read on import
+    for name in prefork.KERNEL_PRELOAD:
+        importlib.import_module(name)
+    gc.freeze()  # what is loaded now is shared by every child: their collector leaves it alone
     signal.signal(signal.SIGCHLD, _reap)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the grader decides when to stop
     for line in sys.stdin:
@@ -47,7 +57,8 @@ def serve() -> int:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             job.run_in_child(request["spec"], request["log"], request["cwd"], request["env"])
         print(json.dumps({"pid": pid}), flush=True)
-    return 0
+    sys.stdout.flush()
+    os._exit(0)  # nothing to tear down: the grader waits for this exit
 
 
 class ForkServer:

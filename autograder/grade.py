@@ -155,15 +155,23 @@ def _settings(assignment: str, timeout: float, memory_mb: int) -> dict:
             "solutions_sha256": digest.hexdigest()}
 
 
-def _warm_data(data: Path) -> None:
-    """Fill the run's dataset cache before any kernel starts: kernels see it read-only."""
+def _warm_data(data: Path) -> subprocess.Popen:
+    """Start filling the run's dataset cache, which kernels see read-only: wait for it (with
+    :func:`_wait`) before any kernel starts."""
     env = dict(os.environ, GRADSCHOOL_DATA_DIR=str(data))
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     code = ("from gradschool import data\n"
             "for name in data.available():\n"
             "    if name != 'mnist_full':\n"
             "        data.load(name)\n")
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, timeout=600)
+    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _wait(warming: subprocess.Popen) -> None:
+    output, _ = warming.communicate(timeout=600)
+    if warming.returncode:
+        raise RuntimeError(f"the dataset cache could not be filled:\n{output[-2000:]}")
 
 
 def _test_cells(notebook) -> set[str]:
@@ -337,10 +345,15 @@ def _run_job(server: ForkServer, job: Job, assignment: str, gradebook_url: str, 
         elif time.monotonic() > deadline:
             outcome = "timeout"
         if outcome:
-            for kill in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+            try:  # the kernel is in a session of its own: stop it too, not only the job's group
+                kernels = watched.children(recursive=True)
+            except psutil.Error:
+                kernels = []
+            for kill in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL),
+                         *(kernel.kill for kernel in kernels)):
                 try:
                     kill()
-                except (ProcessLookupError, PermissionError):
+                except (ProcessLookupError, PermissionError, psutil.Error):
                     pass
             break
         time.sleep(0.1)
@@ -444,6 +457,9 @@ def grade(
                              extract_to=work / "archive")
     students = sorted({f.student for f in files})
     log.info("%d files from %d students for %s", len(files), len(students), assignment)
+    # the jobs' fork server loads nbgrader while this process registers the class
+    server = _fork_server() if files and not previous else None
+    warming = _warm_data(work / "data") if files else None
     _register(gradebook_url, work, assignment, students)
     max_scores = {nb: _max_score(gradebook_url, assignment, nb) for nb in known}
 
@@ -524,8 +540,8 @@ def grade(
 
     libraries = {nb: sandbox.build_library(work / "lib" / nb, ROOT, _withheld_module(assignment, nb))
                  for nb in sorted({job.notebook for job in to_grade})}
-    if to_grade:
-        _warm_data(work / "data")
+    if warming is not None:
+        _wait(warming)
     gradebook_file = Path(gradebook or DEFAULT_GRADEBOOK).resolve()
     hidden = [ROOT, out, Path(submitted).resolve(), gradebook_file,
               *(gradebook_file.with_name(gradebook_file.name + suffix) for suffix in ("-journal", "-wal"))]
@@ -630,9 +646,8 @@ def grade(
     if reused:
         log.info("%d notebooks unchanged since the last run were not graded again", len(reused))
     bar = _progress(len(jobs), progress)
-    server_env = dict(os.environ)
-    server_env["PYTHONPATH"] = str(ROOT) + os.pathsep + server_env.get("PYTHONPATH", "")
-    server = ForkServer(server_env) if jobs else None
+    if server is None and jobs:
+        server = _fork_server()
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
         for future in as_completed([pool.submit(guarded, job) for job in jobs]):
@@ -656,6 +671,12 @@ def grade(
     shutil.rmtree(work, ignore_errors=True)
     log.info("wrote %s and %s", out / "grades.csv", out / "tests.json")
     return rows
+
+
+def _fork_server() -> ForkServer:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return ForkServer(env)
 
 
 def write_csv(rows: list[Row], path: Path) -> None:

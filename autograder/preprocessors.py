@@ -15,6 +15,8 @@ from nbgrader.preprocessors import Execute, LimitOutput, NbGraderPreprocessor
 from nbgrader.utils import is_grade, is_solution
 from traitlets import Bool, Dict, Integer, Unicode
 
+from autograder import prefork
+
 EVENTS: dict[str, list] = {"kernel_died": [], "output_limited": [], "replaced": [], "untrusted": []}
 
 
@@ -93,6 +95,9 @@ class GuardedExecute(KernelDeathIsNotFatal):
         if self.sockets:
             name = os.path.join(self.sockets, f"kernel-{uuid.uuid4().hex[:12]}")
             km.transport, km.ip, km.connection_file = "ipc", name, name + ".json"
+        provisioner = prefork.provisioner_for(km)
+        if provisioner is not None:  # the job forked a spare kernel (autograder/prefork.py)
+            km.provisioner = provisioner
         return km
 
     def preprocess(self, nb, resources=None, km=None):

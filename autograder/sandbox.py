@@ -22,6 +22,7 @@ the grader writes that into its log and autograder/README.md says what that leav
 
 from __future__ import annotations
 
+import compileall
 import ctypes
 import json
 import os
@@ -69,6 +70,8 @@ def build_library(target: Path, root: Path, withheld: tuple[str, str] | None = N
         path, text = withheld
         (target / path).parent.mkdir(parents=True, exist_ok=True)
         (target / path).write_text(text)
+    # compiled once here: a kernel cannot write __pycache__ into its read-only copy
+    compileall.compile_dir(target, quiet=2, workers=1)
     return target
 
 
@@ -225,23 +228,31 @@ def probe() -> str:
         return f"failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"
 
 
+def enter(settings_file: str) -> dict | None:
+    """Isolate this process as ``settings_file`` says (:func:`isolate`), write the outcome to its
+    report and take its environment: the settings, or None when isolation failed midway (then
+    no notebook may run here)."""
+    settings = json.loads(Path(settings_file).read_text())
+    report = settings.get("report")
+    try:
+        outcome = isolate(settings)
+    except OSError as error:  # half-isolated is not isolated: say so, and run no notebook
+        print(f"autograder.sandbox: failed: {error}", file=sys.stderr)  # in the job's log
+        return None
+    if report:
+        Path(report).write_text(outcome)
+    os.environ.update(settings.get("environment", {}))
+    return settings
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m autograder.sandbox SETTINGS -- KERNEL ARGV``: isolate, then become the kernel."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) < 3 or argv[1] != "--":
         print("usage: python -m autograder.sandbox SETTINGS.json -- COMMAND...", file=sys.stderr)
         return 2
-    settings = json.loads(Path(argv[0]).read_text())
-    report = settings.get("report")
-    try:
-        outcome = isolate(settings)
-    except OSError as error:  # half-isolated is not isolated: say so, and run no notebook
-        outcome = f"failed: {error}"
-        print(f"autograder.sandbox: {outcome}", file=sys.stderr)  # in the job's log
+    if enter(argv[0]) is None:
         return 1
-    if report:
-        Path(report).write_text(outcome)
-    os.environ.update(settings.get("environment", {}))
     os.execv(argv[2], argv[2:])
     return 0  # not reached
 
