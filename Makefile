@@ -14,7 +14,7 @@ ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 JOBS ?= auto
 NBGRADER_SERVER_EXTENSIONS := $(addprefix nbgrader.server_extensions.,formgrader validate_assignment assignment_list course_list)
 
-.PHONY: lab test test-fast release export check-release grade bench lint env clean-env help
+.PHONY: lab test test-fast release export check-release grade bench gpu-smoke lint env clean-env help
 
 help:
 	@echo "make lab         open JupyterLab on curriculum/ (creates the environment first)"
@@ -24,6 +24,7 @@ help:
 	@echo "make export      regenerate gradschool/engine/ from solutions/02_engine/"
 	@echo "make grade A=01_numpy S=path/to/submissions OUT=out/01_numpy"
 	@echo "make bench       time and memory of every solution notebook"
+	@echo "make gpu-smoke   one training step per stack on the GPU against the CPU (skips without one)"
 	@echo "make lint        ruff"
 
 env: $(READY)
@@ -61,6 +62,9 @@ grade: $(READY)
 
 bench: $(READY)
 	$(BIN)/python -m bench
+
+gpu-smoke: $(READY)
+	$(BIN)/python -m bench gpu
 
 lint: $(READY)
 	$(BIN)/ruff check .
