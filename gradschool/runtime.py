@@ -45,6 +45,14 @@ FRAMEWORKS = frozenset(
     {"numpy", "torch", "torchvision", "tensorflow", "tensorflow-cpu", "keras",
      "jax", "jaxlib", "flax", "optax", "scipy", "pandas", "cupy"}
 )
+# What the course imports and takes from Colab's own image (import names): the frameworks and
+# the scientific stack it preinstalls. Everything else a notebook imports is the course itself,
+# the standard library, or a pin that the set-up installs (COLAB_TAGS); tests/test_runtime.py
+# checks every curriculum notebook against this.
+COLAB_PREINSTALLED = frozenset(
+    {"numpy", "scipy", "pandas", "matplotlib", "sklearn", "threadpoolctl", "psutil", "tqdm",
+     "torch", "tensorflow", "keras", "tensorboard", "jax", "flax", "optax", "orbax", "ipywidgets"}
+)
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 
 
