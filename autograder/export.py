@@ -98,6 +98,9 @@ def drift() -> list[str]:
     return problems
 
 
+PRACTICE_HAND_WRITTEN = {"__init__.py", "events.py"}  # events: shared by the 11_debug notebooks
+
+
 def generated_modules() -> list[Path]:
     """The files that only an export may write: the engine's modules (not its hand-written
     ``__init__``), the projects' implementation modules, ``<project>_<framework>.py``, and
@@ -107,7 +110,8 @@ def generated_modules() -> list[Path]:
     engine = sorted(p for p in (ROOT / "gradschool" / "engine").glob("*.py") if p.name != "__init__.py")
     projects = sorted(p for p in (ROOT / "gradschool" / "projects").glob("*_*.py")
                       if p.stem.rsplit("_", 1)[1] in FRAMEWORKS)
-    practice = sorted(p for p in (ROOT / "gradschool" / "practice").glob("*.py") if p.name != "__init__.py")
+    practice = sorted(p for p in (ROOT / "gradschool" / "practice").glob("*.py")
+                      if p.name not in PRACTICE_HAND_WRITTEN)
     return engine + projects + practice
 
 

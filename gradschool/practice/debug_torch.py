@@ -26,21 +26,11 @@ edit the notebook, not this file.
 
 import numpy as np
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: F401 (cells below)
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-
-def read_scalars(logdir, tag):
-    """(steps, values) of the scalar series `tag` in the event files of `logdir`: an int64 and a
-    float64 NumPy array, in the order they were written. KeyError when no series has that tag."""
-    accumulator = EventAccumulator(str(logdir), size_guidance={"scalars": 0})  # 0: keep every event
-    accumulator.Reload()
-    if tag not in accumulator.Tags()["scalars"]:
-        raise KeyError(f"no scalar series {tag!r} in {logdir}; there are {accumulator.Tags()['scalars']}")
-    events = accumulator.Scalars(tag)
-    return (np.array([e.step for e in events], dtype=np.int64),
-            np.array([e.value for e in events], dtype=np.float64))
+from gradschool.practice.events import read_scalars as read_scalars  # shared by the debugging notebooks
 
 
 def log_parameters(writer, model, step):
