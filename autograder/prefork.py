@@ -48,6 +48,7 @@ class Spare:
         self._pipe = -1
 
     def forget(self) -> None:
+        """Close this end of the pipe (in a later fork: so that the spare sees its end close)."""
         if self._pipe >= 0:
             os.close(self._pipe)
             self._pipe = -1
@@ -55,8 +56,7 @@ class Spare:
     def release(self) -> None:
         """Not needed after all: the spare exits, and is reaped."""
         if self._pipe >= 0:
-            os.close(self._pipe)
-            self._pipe = -1
+            self.forget()
             try:
                 os.waitpid(self.pid, 0)
             except ChildProcessError:
