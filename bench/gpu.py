@@ -21,13 +21,17 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
+from gradschool.engine.device import synchronize  # waits for a GPU's queue; nothing on NumPy
+
 ROOT = Path(__file__).resolve().parent.parent
 STACKS = ("numpy", "engine", "torch", "keras", "jax")
 BATCH, SIZES, LEARNING_RATE, REPEAT = 1024, (784, 512, 10), 0.1, 5
 
 
 def _data(xp):
-    rng = __import__("numpy").random.default_rng(0)
+    rng = np.random.default_rng(0)
     x = rng.standard_normal((BATCH, SIZES[0])).astype("float32")
     y = rng.integers(0, SIZES[-1], BATCH)
     w1 = (rng.standard_normal(SIZES[:2]) / SIZES[0] ** 0.5).astype("float32")
@@ -55,8 +59,7 @@ def _numpy_step(rt):
         w2[...] -= LEARNING_RATE * dw2
         return float(loss)
 
-    sync = (lambda: xp.cuda.Device().synchronize()) if xp.__name__ == "cupy" else (lambda: None)
-    return step, sync, f"{xp.__name__} arrays on {_array_device(x)}"
+    return step, lambda: synchronize(xp), f"{xp.__name__} arrays on {_array_device(x)}"
 
 
 def _array_device(array) -> str:
@@ -65,9 +68,7 @@ def _array_device(array) -> str:
 
 def _engine_step(rt):
     """The engine of Part 2 on rt.xp's arrays, moved there with its own ``to_device``."""
-    import numpy as np
-
-    from gradschool.engine import SGD, Linear, ReLU, Sequential, Tensor, synchronize, to_device
+    from gradschool.engine import SGD, Linear, ReLU, Sequential, Tensor, to_device
     from gradschool.engine.nn import cross_entropy
 
     x, y, _, _ = _data(rt.xp)
@@ -91,7 +92,7 @@ def _torch_step(rt):
     import torch
 
     device = rt.torch_device()
-    x, y, _, _ = _data(__import__("numpy"))
+    x, y, _, _ = _data(np)
     x, y = torch.as_tensor(x, device=device), torch.as_tensor(y, device=device)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(*SIZES[:2]), torch.nn.ReLU(),
@@ -113,7 +114,7 @@ def _keras_step(rt):
     import keras
     import tensorflow as tf
 
-    x, y, _, _ = _data(__import__("numpy"))
+    x, y, _, _ = _data(np)
     with tf.device(rt.tf_device()):
         keras.utils.set_random_seed(0)
         model = keras.Sequential([keras.Input((SIZES[0],)), keras.layers.Dense(SIZES[1], activation="relu"),
@@ -136,7 +137,7 @@ def _jax_step(rt):
     from flax import nnx
 
     device = rt.jax_device()
-    x, y, _, _ = _data(__import__("numpy"))
+    x, y, _, _ = _data(np)
     x, y = jax.device_put(x, device), jax.device_put(y, device)
     with jax.default_device(device):
         model = nnx.Sequential(nnx.Linear(*SIZES[:2], rngs=nnx.Rngs(0)), nnx.relu,
