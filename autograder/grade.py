@@ -457,9 +457,10 @@ def grade(
                              extract_to=work / "archive")
     students = sorted({f.student for f in files})
     log.info("%d files from %d students for %s", len(files), len(students), assignment)
-    # the jobs' fork server loads nbgrader while this process registers the class
-    server = _fork_server() if files and not previous else None
-    warming = _warm_data(work / "data") if files else None
+    # likely to grade: the jobs' fork server and the dataset cache start while the class registers
+    early = bool(files) and not previous
+    server = _fork_server() if early else None
+    warming = _warm_data(work / "data") if early else None
     _register(gradebook_url, work, assignment, students)
     max_scores = {nb: _max_score(gradebook_url, assignment, nb) for nb in known}
 
@@ -540,6 +541,8 @@ def grade(
 
     libraries = {nb: sandbox.build_library(work / "lib" / nb, ROOT, _withheld_module(assignment, nb))
                  for nb in sorted({job.notebook for job in to_grade})}
+    if to_grade and warming is None:
+        warming = _warm_data(work / "data")
     if warming is not None:
         _wait(warming)
     gradebook_file = Path(gradebook or DEFAULT_GRADEBOOK).resolve()
